@@ -1,0 +1,112 @@
+"""Assemble and run the one async server: every area's services, health, reflection, interceptors."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server.clock import Clock, SystemClock
+from server.config import Settings
+from server.db import AREAS, Database
+from server.interceptors import Pipeline
+from server.platform import Platform
+
+log = logging.getLogger("onestop.server")
+
+
+def area_modules() -> list:
+    """`server.<area>.service` for every area that has one, in dependency order."""
+    modules = []
+    for area in AREAS:
+        name = f"server.{area}.service"
+        if area != "core" and importlib.util.find_spec(f"server.{area}") and importlib.util.find_spec(name):
+            modules.append(importlib.import_module(name))
+    return modules
+
+
+@dataclass
+class RunningServer:
+    server: aio.Server
+    platform: Platform
+    port: int
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let in-flight ones finish within `grace`, then close the database."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace if grace is not None else self.platform.settings.shutdown_grace_seconds)
+        await self.platform.db.close()
+
+
+def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if not settings.tls:
+        return None
+    pki = settings.pki_dir
+    cert = (settings.tls_cert or pki / "server.pem").read_bytes()
+    key = (settings.tls_key or pki / "server.key").read_bytes()
+    client_ca = (settings.client_ca or pki / "ca.pem").read_bytes()
+    # Client certificates are optional at the TLS layer (phones have none) and verified when given;
+    # the authorisation rules of machine-only RPCs require them.
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca, require_client_auth=False)
+
+
+async def start(settings: Settings, *, clock: Clock | None = None, port: int | None = None) -> RunningServer:
+    """Open storage, build every area, bind, start. `port=0` picks a free port (tests)."""
+    clock = clock or SystemClock()
+    db = await Database(settings.db_path, read_connections=settings.read_connections).open()
+    platform = Platform(settings=settings, clock=clock, db=db)
+    modules = area_modules()
+    for module in modules:
+        if hasattr(module, "prepare"):
+            await module.prepare(platform)
+    resolver = platform.services.get("resolve_token")
+    if resolver is None:
+        async def resolver(token: str):  # no auth area: nobody can sign in
+            from server.errors import Unauthenticated
+            raise Unauthenticated("TOKEN_INVALID", "sign-in is not available")
+    limit = settings.max_message_bytes
+    server = aio.server(
+        interceptors=[Pipeline(resolver)],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    names = [reflection.SERVICE_NAME, health.SERVICE_NAME]
+    for module in modules:
+        names += module.add_to_server(server, platform)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(names, server)
+    address = f"{settings.grpc_host}:{settings.grpc_port if port is None else port}"
+    credentials = _credentials(settings)
+    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    await server.start()
+    for name in names:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    log.info("grpc serving", extra={"address": f"{settings.grpc_host}:{bound}", "tls": bool(credentials)})
+    return RunningServer(server=server, platform=platform, port=bound, health=health_servicer)
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT, then drain in-flight calls and exit cleanly."""
+    running = await start(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining", extra={"grace_s": settings.shutdown_grace_seconds})
+    await running.stop()
+    log.info("stopped")

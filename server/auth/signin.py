@@ -1,0 +1,211 @@
+"""Sign-in with the card and resident sessions: the rules, testable without a network.
+
+Challenge -> the card signs the nonce with its authentication key -> verify certificate and
+signature -> consume the nonce (once, atomically, in the shared database) -> card link -> session.
+The kiosk stream uses `verify_card_response` too, so a card is checked one way everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+
+from server.auth import store
+from server.auth.trust import TrustStore
+from server.authz import Resident
+from server.clock import from_epoch_ms, to_epoch_ms
+from server.crypto.jpki import CertificateRejected, VerifiedCard, verify_signature
+from server.errors import FailedPrecondition, InvalidArgument, Unauthenticated
+from server.ids import new_id
+from server.platform import Platform
+
+NONCE_BYTES = 32
+# A session is touched at most this often, so reads stay reads.
+TOUCH_EVERY_MS = 60_000
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Challenge:
+    challenge_id: str
+    nonce: bytes
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class CardSignIn:
+    resident_id: str
+    card: VerifiedCard
+
+
+@dataclass(frozen=True)
+class IssuedSession:
+    session_id: str
+    resident_id: str
+    access_token: str
+    refresh_token: str
+    access_expires_at: datetime
+    absolute_expires_at: datetime
+
+
+class Authenticator:
+    def __init__(self, platform: Platform, trust: TrustStore) -> None:
+        self._p = platform
+        self._trust = trust
+
+    @property
+    def trust(self) -> TrustStore:
+        return self._trust
+
+    async def create_challenge(self) -> Challenge:
+        now = self._p.clock.now()
+        expires = now + timedelta(seconds=self._p.settings.challenge_ttl_seconds)
+        challenge = Challenge(new_id("chl"), secrets.token_bytes(NONCE_BYTES), expires)
+        async with self._p.db.write() as tx:
+            await store.insert_challenge(tx, challenge.challenge_id, challenge.nonce, to_epoch_ms(now), to_epoch_ms(expires))
+            # Keep the table small: anything expired an hour ago is of no use to anyone.
+            await store.purge_challenges(tx, to_epoch_ms(now) - 3_600_000)
+        return challenge
+
+    async def verify_card_response(self, challenge_id: str, certificate: bytes, signature: bytes) -> CardSignIn:
+        """Check a card's answer to a challenge and consume the challenge; return the linked resident."""
+        violations = [name for name, value in (("challenge_id", challenge_id), ("certificate", certificate),
+                                                ("signature", signature)) if not value]
+        if violations:
+            raise InvalidArgument.field(violations[0], "required")
+        now = self._p.clock.now()
+        now_ms = to_epoch_ms(now)
+        async with self._p.db.read() as tx:
+            challenge = await store.get_challenge(tx, challenge_id)
+        self._check_challenge(challenge, now_ms)
+        trust = await self._trust.current()
+        try:
+            card = trust.verify(certificate, usage="auth", now=now)
+            verify_signature(card, challenge["nonce"], signature)
+        except CertificateRejected as rejected:
+            raise Unauthenticated(rejected.reason, _REFUSALS.get(rejected.reason, "card refused")) from None
+        async with self._p.db.write() as tx:
+            if not await store.consume_challenge(tx, challenge_id, now_ms):
+                self._check_challenge(await store.get_challenge(tx, challenge_id), now_ms)
+                raise Unauthenticated("NONCE_REPLAYED", "this challenge has been used; ask for a new one")
+            resident_id = await store.linked_resident(tx, card.issuer, card.serial_hex)
+        if resident_id is None:
+            raise FailedPrecondition("CARD_NOT_LINKED", "this card is not linked to a resident; ask the municipality")
+        return CardSignIn(resident_id, card)
+
+    @staticmethod
+    def _check_challenge(challenge, now_ms: int) -> None:
+        if challenge is None:
+            raise Unauthenticated("NONCE_UNKNOWN", "unknown challenge")
+        if challenge["used_at_ms"] is not None:
+            raise Unauthenticated("NONCE_REPLAYED", "this challenge has been used; ask for a new one")
+        if challenge["expires_at_ms"] <= now_ms:
+            raise Unauthenticated("NONCE_EXPIRED", "this challenge has expired; ask for a new one")
+
+    async def sign_in(self, challenge_id: str, certificate: bytes, signature: bytes) -> IssuedSession:
+        signed = await self.verify_card_response(challenge_id, certificate, signature)
+        now = self._p.clock.now()
+        settings = self._p.settings
+        absolute = now + timedelta(seconds=settings.session_absolute_seconds)
+        access_expires = min(now + timedelta(seconds=settings.session_idle_seconds), absolute)
+        session = IssuedSession(
+            session_id=new_id("ses"),
+            resident_id=signed.resident_id,
+            access_token="osa_" + secrets.token_urlsafe(32),
+            refresh_token="osr_" + secrets.token_urlsafe(32),
+            access_expires_at=access_expires,
+            absolute_expires_at=absolute,
+        )
+        async with self._p.db.write() as tx:
+            await store.insert_session(tx, {
+                "session_id": session.session_id,
+                "resident_id": session.resident_id,
+                "access_hash": token_hash(session.access_token),
+                "refresh_hash": token_hash(session.refresh_token),
+                "created_at_ms": to_epoch_ms(now),
+                "last_seen_ms": to_epoch_ms(now),
+                "access_expires_ms": to_epoch_ms(access_expires),
+                "absolute_expires_ms": to_epoch_ms(absolute),
+            })
+        return session
+
+    def _check_session(self, row, now_ms: int, *, expires_key: str) -> None:
+        if row is None:
+            raise Unauthenticated("TOKEN_INVALID", "token not recognised")
+        if row["ended_at_ms"] is not None:
+            raise Unauthenticated("SESSION_ENDED", "this session has been signed out")
+        if now_ms >= row["absolute_expires_ms"] or now_ms >= row[expires_key]:
+            raise Unauthenticated("SESSION_EXPIRED", "this session has expired; sign in again")
+
+    async def resolve(self, access_token: str) -> Resident:
+        """The resident behind a bearer token (used by the interceptor on every resident call)."""
+        now_ms = to_epoch_ms(self._p.clock.now())
+        async with self._p.db.read() as tx:
+            row = await store.session_by_access(tx, token_hash(access_token))
+        self._check_session(row, now_ms, expires_key="access_expires_ms")
+        if now_ms - row["last_seen_ms"] >= TOUCH_EVERY_MS:
+            idle_ms = self._p.settings.session_idle_seconds * 1000
+            async with self._p.db.write() as tx:
+                await store.touch_session(tx, row["session_id"], now_ms,
+                                          min(now_ms + idle_ms, row["absolute_expires_ms"]))
+        return Resident(resident_id=row["resident_id"], session_id=row["session_id"])
+
+    async def refresh(self, refresh_token: str) -> IssuedSession:
+        if not refresh_token:
+            raise InvalidArgument.field("refresh_token", "required")
+        now = self._p.clock.now()
+        now_ms = to_epoch_ms(now)
+        access, refresh = "osa_" + secrets.token_urlsafe(32), "osr_" + secrets.token_urlsafe(32)
+        async with self._p.db.write() as tx:
+            row = await store.session_by_refresh(tx, token_hash(refresh_token))
+            # A refresh token lives as long as the session itself.
+            self._check_session(row, now_ms, expires_key="absolute_expires_ms")
+            idle_ms = self._p.settings.session_idle_seconds * 1000
+            access_expires_ms = min(now_ms + idle_ms, row["absolute_expires_ms"])
+            if not await store.rotate_tokens(tx, row["session_id"], token_hash(refresh_token), token_hash(access),
+                                             token_hash(refresh), now_ms, access_expires_ms):
+                raise Unauthenticated("TOKEN_INVALID", "token not recognised")
+        return IssuedSession(row["session_id"], row["resident_id"], access, refresh,
+                             from_epoch_ms(access_expires_ms), from_epoch_ms(row["absolute_expires_ms"]))
+
+    async def sign_out(self, session_id: str) -> None:
+        async with self._p.db.write() as tx:
+            await store.end_session(tx, session_id, to_epoch_ms(self._p.clock.now()))
+
+    async def submit_crl(self, tx, der: bytes) -> tuple[str, int, datetime]:
+        """Store a CRL from a configured card CA (inside the caller's write transaction `tx`)."""
+        if not der:
+            raise InvalidArgument.field("crl", "required")
+        try:
+            crl = x509.load_der_x509_crl(der)
+        except ValueError:
+            raise InvalidArgument.field("crl", "not a DER-encoded X.509 CRL") from None
+        trust = await self._trust.current()
+        try:
+            trust.with_crl(der)
+        except CertificateRejected:
+            raise FailedPrecondition("UNKNOWN_ISSUER", "the CRL is not signed by a configured card CA") from None
+        issuer = crl.issuer.rfc4514_string()
+        this_update = crl.last_update_utc
+        if not await store.put_crl(tx, issuer, der, to_epoch_ms(this_update)):
+            raise FailedPrecondition("CRL_OUTDATED", "a newer CRL from this issuer is already held")
+        return issuer, len(list(crl)), this_update
+
+
+_REFUSALS = {
+    "UNKNOWN_ISSUER": "the card was not issued by a trusted card CA",
+    "CERT_EXPIRED": "the card's certificate has expired",
+    "CERT_NOT_YET_VALID": "the card's certificate is not valid yet",
+    "CERT_REVOKED": "the card's certificate has been revoked",
+    "WRONG_CERTIFICATE_USAGE": "sign in with the user-authentication certificate, not the signature certificate",
+    "BAD_SIGNATURE": "the signature over the challenge does not verify",
+    "MALFORMED_CERTIFICATE": "the certificate could not be read",
+    "CRL_UNAVAILABLE": "no current revocation list for the card's issuer",
+}

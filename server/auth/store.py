@@ -1,0 +1,103 @@
+"""SQL of the auth area: challenges, sessions, received CRLs, and the card-link lookup."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from server.db import Tx
+
+
+async def insert_challenge(tx: Tx, challenge_id: str, nonce: bytes, now_ms: int, expires_ms: int) -> None:
+    await tx.execute(
+        "INSERT INTO challenges (challenge_id, nonce, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?)",
+        (challenge_id, nonce, now_ms, expires_ms),
+    )
+
+
+async def get_challenge(tx: Tx, challenge_id: str) -> sqlite3.Row | None:
+    return await tx.one("SELECT * FROM challenges WHERE challenge_id = ?", (challenge_id,))
+
+
+async def consume_challenge(tx: Tx, challenge_id: str, now_ms: int) -> bool:
+    """Mark the nonce used; False if it was used already or has expired (single use, atomically)."""
+    changed = await tx.execute(
+        "UPDATE challenges SET used_at_ms = ? WHERE challenge_id = ? AND used_at_ms IS NULL AND expires_at_ms > ?",
+        (now_ms, challenge_id, now_ms),
+    )
+    return changed == 1
+
+
+async def purge_challenges(tx: Tx, before_ms: int) -> None:
+    await tx.execute("DELETE FROM challenges WHERE expires_at_ms < ?", (before_ms,))
+
+
+async def linked_resident(tx: Tx, issuer: str, serial: str) -> str | None:
+    return await tx.scalar(
+        "SELECT resident_id FROM card_links WHERE auth_issuer = ? AND auth_serial = ? AND unlinked_at_ms IS NULL",
+        (issuer, serial),
+    )
+
+
+async def resident_municipality(tx: Tx, resident_id: str) -> str | None:
+    return await tx.scalar("SELECT municipality_code FROM residents WHERE resident_id = ?", (resident_id,))
+
+
+async def insert_session(tx: Tx, row: dict) -> None:
+    await tx.execute(
+        "INSERT INTO sessions (session_id, resident_id, access_hash, refresh_hash, created_at_ms, last_seen_ms,"
+        " access_expires_ms, absolute_expires_ms) VALUES (:session_id, :resident_id, :access_hash, :refresh_hash,"
+        " :created_at_ms, :last_seen_ms, :access_expires_ms, :absolute_expires_ms)",
+        row,
+    )
+
+
+async def session_by_access(tx: Tx, access_hash: bytes) -> sqlite3.Row | None:
+    return await tx.one("SELECT * FROM sessions WHERE access_hash = ?", (access_hash,))
+
+
+async def session_by_refresh(tx: Tx, refresh_hash: bytes) -> sqlite3.Row | None:
+    return await tx.one("SELECT * FROM sessions WHERE refresh_hash = ?", (refresh_hash,))
+
+
+async def rotate_tokens(tx: Tx, session_id: str, old_refresh: bytes, access: bytes, refresh: bytes,
+                        now_ms: int, access_expires_ms: int) -> bool:
+    changed = await tx.execute(
+        "UPDATE sessions SET access_hash = ?, refresh_hash = ?, last_seen_ms = ?, access_expires_ms = ?"
+        " WHERE session_id = ? AND refresh_hash = ? AND ended_at_ms IS NULL",
+        (access, refresh, now_ms, access_expires_ms, session_id, old_refresh),
+    )
+    return changed == 1
+
+
+async def touch_session(tx: Tx, session_id: str, now_ms: int, access_expires_ms: int) -> None:
+    await tx.execute(
+        "UPDATE sessions SET last_seen_ms = ?, access_expires_ms = ? WHERE session_id = ? AND ended_at_ms IS NULL",
+        (now_ms, access_expires_ms, session_id),
+    )
+
+
+async def end_session(tx: Tx, session_id: str, now_ms: int) -> None:
+    await tx.execute(
+        "UPDATE sessions SET ended_at_ms = ? WHERE session_id = ? AND ended_at_ms IS NULL", (now_ms, session_id)
+    )
+
+
+async def crl_versions(tx: Tx) -> dict[str, int]:
+    return {r["issuer"]: r["this_update_ms"] for r in await tx.all("SELECT issuer, this_update_ms FROM card_crls")}
+
+
+async def crls(tx: Tx) -> list[bytes]:
+    return [r["der"] for r in await tx.all("SELECT der FROM card_crls")]
+
+
+async def put_crl(tx: Tx, issuer: str, der: bytes, this_update_ms: int) -> bool:
+    """Keep the newest CRL per issuer; False when the one held is newer."""
+    held = await tx.scalar("SELECT this_update_ms FROM card_crls WHERE issuer = ?", (issuer,))
+    if held is not None and held > this_update_ms:
+        return False
+    await tx.execute(
+        "INSERT INTO card_crls (issuer, der, this_update_ms) VALUES (?, ?, ?)"
+        " ON CONFLICT(issuer) DO UPDATE SET der = excluded.der, this_update_ms = excluded.this_update_ms",
+        (issuer, der, this_update_ms),
+    )
+    return True

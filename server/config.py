@@ -1,0 +1,77 @@
+"""Settings: environment variables `ONESTOP_*`, then an optional TOML file named by `ONESTOP_CONFIG`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _shared_data() -> Path:
+    """`../shared/data` beside the checkout (the real municipality list, CC0)."""
+    return REPO_ROOT.parent / "shared" / "data"
+
+
+class Settings(BaseSettings):
+    """Everything an operator may set. Paths default to places under `data_dir`."""
+
+    model_config = SettingsConfigDict(env_prefix="ONESTOP_", extra="ignore")
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    data_dir: Path = REPO_ROOT / "var"
+    municipalities_csv: Path = Field(default_factory=lambda: _shared_data() / "municipalities.csv")
+
+    # TLS: the server's certificate and the platform CA that signs machine principals' client certs.
+    tls: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    # JPKI trust: card CA anchors and their CRLs (the development PKI's by default).
+    card_anchors: list[Path] = Field(default_factory=list)
+    card_crls: list[Path] = Field(default_factory=list)
+
+    challenge_ttl_seconds: int = 120
+    session_idle_seconds: int = 30 * 60
+    session_absolute_seconds: int = 12 * 60 * 60
+
+    max_message_bytes: int = 4 * 1024 * 1024
+    attachment_max_bytes: int = 10 * 1024 * 1024
+    application_max_bytes: int = 30 * 1024 * 1024
+    shutdown_grace_seconds: float = 10.0
+    read_connections: int = 4
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("ONESTOP_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "onestop.db"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.data_dir / "pki"
+
+    @property
+    def blob_dir(self) -> Path:
+        """Content-addressed files (attachments, issued documents) beside the database."""
+        return self.data_dir / "blobs"
