@@ -35,10 +35,25 @@ def area_modules() -> list:
 
 @dataclass
 class RunningServer:
+    """A started server. Two TLS listeners serve the same services:
+
+    - `port` (ONESTOP_GRPC_PORT): TLS without client certificates — residents (bearer tokens),
+      anonymous callers (challenges, certificate verification);
+    - `mtls_port` (ONESTOP_GRPC_MTLS_PORT): TLS that requires a platform client certificate —
+      machine principals (municipal systems, kiosks, partners, shops, the gateway, operators).
+
+    Two listeners because gRPC's TLS either never asks for a client certificate or requires one;
+    the authorisation rules, not the port, decide what each caller may do.
+    """
+
     server: aio.Server
     platform: Platform
     port: int
+    mtls_port: int
     health: health.aio.HealthServicer
+
+    def target(self, *, machine: bool = False) -> str:
+        return f"127.0.0.1:{self.mtls_port if machine else self.port}"
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish within `grace`, then close the database."""
@@ -47,20 +62,21 @@ class RunningServer:
         await self.platform.db.close()
 
 
-def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
+def _credentials(settings: Settings, *, client_certificates: bool) -> grpc.ServerCredentials | None:
     if not settings.tls:
         return None
     pki = settings.pki_dir
     cert = (settings.tls_cert or pki / "server.pem").read_bytes()
     key = (settings.tls_key or pki / "server.key").read_bytes()
+    if not client_certificates:
+        return grpc.ssl_server_credentials([(key, cert)])
     client_ca = (settings.client_ca or pki / "ca.pem").read_bytes()
-    # Client certificates are optional at the TLS layer (phones have none) and verified when given;
-    # the authorisation rules of machine-only RPCs require them.
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca, require_client_auth=False)
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca, require_client_auth=True)
 
 
-async def start(settings: Settings, *, clock: Clock | None = None, port: int | None = None) -> RunningServer:
-    """Open storage, build every area, bind, start. `port=0` picks a free port (tests)."""
+async def start(settings: Settings, *, clock: Clock | None = None, port: int | None = None,
+                mtls_port: int | None = None) -> RunningServer:
+    """Open storage, build every area, bind, start. `port=0` picks free ports for both listeners (tests)."""
     clock = clock or SystemClock()
     db = await Database(settings.db_path, read_connections=settings.read_connections).open()
     platform = Platform(settings=settings, clock=clock, db=db)
@@ -88,15 +104,23 @@ async def start(settings: Settings, *, clock: Clock | None = None, port: int | N
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(names, server)
-    address = f"{settings.grpc_host}:{settings.grpc_port if port is None else port}"
-    credentials = _credentials(settings)
-    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    public_port = settings.grpc_port if port is None else port
+    if mtls_port is None:
+        mtls_port = 0 if port == 0 else settings.grpc_mtls_port or public_port + 1
+    bound_ports = []
+    for number, client_certificates in ((public_port, False), (mtls_port, True)):
+        address = f"{settings.grpc_host}:{number}"
+        credentials = _credentials(settings, client_certificates=client_certificates)
+        bound_ports.append(server.add_secure_port(address, credentials) if credentials
+                           else server.add_insecure_port(address))
+    bound, bound_mtls = bound_ports
     await server.start()
     for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    log.info("grpc serving", extra={"address": f"{settings.grpc_host}:{bound}", "tls": bool(credentials)})
-    return RunningServer(server=server, platform=platform, port=bound, health=health_servicer)
+    log.info("grpc serving", extra={"listen": f"{settings.grpc_host}:{bound}", "mtls": bound_mtls,
+                                    "tls": settings.tls})
+    return RunningServer(server=server, platform=platform, port=bound, mtls_port=bound_mtls, health=health_servicer)
 
 
 async def serve(settings: Settings) -> None:

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
 
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
+    # Listener that requires platform client certificates (machine principals); 0 = grpc_port + 1.
+    grpc_mtls_port: int = 0
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     data_dir: Path = REPO_ROOT / "var"

@@ -22,10 +22,11 @@ from grpc import aio
 
 from clients.pki import DevPki, SoftwareCard
 from server import app
-from server.clock import JST, FixedClock, to_epoch_ms
+from server.clock import JST, FixedClock
 from server.config import Settings
 from server.crypto.jpki import CardHolder
 from server.crypto.machine import MachineIdentity
+from server.bootstrap import enrol_resident
 from server.ids import new_id
 
 # The instant every test starts at unless it says otherwise: a Thursday morning in Tokyo.
@@ -63,7 +64,8 @@ class TestPlatform:
 
     @property
     def target(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
+        """The listener without client certificates (residents, anonymous callers)."""
+        return self.server.target()
 
     @property
     def db(self):
@@ -71,7 +73,8 @@ class TestPlatform:
 
     def channel(self, identity: MachineIdentity | None = None) -> aio.Channel:
         """A TLS channel; with `identity`, presenting that machine principal's client certificate."""
-        channel = aio.secure_channel(self.target, client_credentials(self.pki, identity))
+        channel = aio.secure_channel(self.server.target(machine=identity is not None),
+                                     client_credentials(self.pki, identity))
         self._channels.append(channel)
         return channel
 
@@ -93,28 +96,8 @@ class TestPlatform:
         """Register a resident straight into the registry tables and link a freshly issued card."""
         await self.add_municipality(lgcode)
         card = card or issue_card(self.pki, holder, now=self.clock.now())
-        resident_id = new_id("res")
-        now_ms = to_epoch_ms(self.clock.now())
-        async with self.db.write() as tx:
-            if household_id:
-                await tx.execute("INSERT OR IGNORE INTO households (household_id, municipality_code) VALUES (?, ?)",
-                                 (household_id, lgcode))
-            values = {
-                "resident_id": resident_id, "municipality_code": lgcode, "household_id": household_id,
-                "name": holder.name, "birth_date": holder.birth_date.isoformat(), "sex": holder.sex,
-                "address": holder.address, "updated_at_ms": now_ms, **columns,
-            }
-            await tx.execute(
-                f"INSERT INTO residents ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
-                tuple(values.values()),
-            )
-            auth, sign = card.auth_certificate, card.sign_certificate
-            await tx.execute(
-                "INSERT INTO card_links (link_id, resident_id, auth_issuer, auth_serial, sign_issuer, sign_serial,"
-                " linked_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (new_id("lnk"), resident_id, auth.issuer.rfc4514_string(), format(auth.serial_number, "x"),
-                 sign.issuer.rfc4514_string(), format(sign.serial_number, "x"), now_ms),
-            )
+        resident_id = await enrol_resident(self.db, holder, card, lgcode, now=self.clock.now(),
+                                           household_id=household_id, **columns)
         return resident_id, card
 
     async def sign_in(self, card: SoftwareCard, pin: str = PIN) -> str:
@@ -172,3 +155,9 @@ def at(days: float = 0, **delta: float) -> datetime:
 
 
 UTC = timezone.utc
+
+
+def open_channel(running: app.RunningServer, pki: DevPki, identity: MachineIdentity | None = None) -> aio.Channel:
+    """A channel to any running server (e.g. a second process on the same database): machine
+    identities go to the mTLS listener, everyone else to the plain TLS one."""
+    return aio.secure_channel(running.target(machine=identity is not None), client_credentials(pki, identity))
