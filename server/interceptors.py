@@ -11,6 +11,7 @@ Health and reflection (`/grpc.*`) answer any caller and pass through untouched.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -24,7 +25,7 @@ from grpc import aio
 from server import authz, context
 from server.authz import Anonymous, Machine, Principal, Resident
 from server.crypto.machine import identity_from_pem
-from server.errors import DomainError, Unauthenticated
+from server.errors import DomainError, PermissionDenied, Unauthenticated
 from server.ids import new_id
 
 log = logging.getLogger("onestop.rpc")
@@ -104,7 +105,7 @@ class Pipeline(aio.ServerInterceptor):
             call.principal, call.via_gateway = await self._authenticate(metadata, ctx)
             rule = authz.rule_for(method)
             if rule is None:
-                raise DomainError("NO_RULE", "this method has no authorisation rule")
+                raise PermissionDenied("NO_RULE", "this method has no authorisation rule")
             rule.check(call.principal)
             yield call
         except DomainError as error:
@@ -121,10 +122,10 @@ class Pipeline(aio.ServerInterceptor):
         except aio.AbortError:
             code = "ABORTED_BY_HANDLER"
             raise
-        except BaseException as error:
-            if isinstance(error, (GeneratorExit,)) or type(error).__name__ == "CancelledError":
-                code = "CANCELLED"
-                raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"  # the client went away or the deadline passed
+            raise
+        except Exception:
             code = "INTERNAL"
             log.exception("unhandled error", extra={"method": method})
             await ctx.abort(

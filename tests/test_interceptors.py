@@ -1,0 +1,86 @@
+"""The pipeline on a bare server: error mapping, INTERNAL without leaks, rules, request ids."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from grpc import aio
+
+from server import authz
+from server.errors import InvalidArgument
+from server.interceptors import Pipeline
+from tests.helpers import error_details
+
+
+async def _boom(request, context):
+    raise RuntimeError("secret 山田 花子 1234")
+
+
+async def _bad(request, context):
+    raise InvalidArgument.field("form.children[0].birth_date", "must be a past date")
+
+
+async def _slow(request, context):
+    await asyncio.sleep(5)
+    return b"late"
+
+
+async def _echo(request, context):
+    return request
+
+
+async def _no_resident(token):
+    raise AssertionError("no tokens in these tests")
+
+
+@pytest.fixture
+async def bare():
+    authz.register("test.Probe", {"Boom": authz.ANYONE, "Bad": authz.ANYONE, "Slow": authz.ANYONE,
+                                  "Resident": authz.RESIDENT})
+    handlers = {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in
+                {"Boom": _boom, "Bad": _bad, "Slow": _slow, "Resident": _echo, "NoRule": _echo}.items()}
+    server = aio.server(interceptors=[Pipeline(_no_resident)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Probe", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = aio.insecure_channel(f"127.0.0.1:{port}")
+    yield lambda name: channel.unary_unary(f"/test.Probe/{name}")
+    await channel.close()
+    await server.stop(0)
+
+
+async def test_unexpected_error_is_internal_without_its_message(bare):
+    with pytest.raises(aio.AioRpcError) as error:
+        await bare("Boom")(b"", metadata=(("x-request-id", "req-7"),))
+    assert error.value.code() == grpc.StatusCode.INTERNAL
+    assert "山田" not in error.value.details() and "secret" not in error.value.details()
+    assert "req-7" in error.value.details()
+    assert ("x-request-id", "req-7") in tuple(error.value.trailing_metadata())
+
+
+async def test_domain_error_carries_reason_and_field(bare):
+    with pytest.raises(aio.AioRpcError) as error:
+        await bare("Bad")(b"")
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(error.value) == ("INVALID_FIELD", ["form.children[0].birth_date"])
+
+
+async def test_method_without_rule_is_refused(bare):
+    with pytest.raises(aio.AioRpcError) as error:
+        await bare("NoRule")(b"")
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_details(error.value)[0] == "NO_RULE"
+
+
+async def test_rule_refuses_anonymous_caller(bare):
+    with pytest.raises(aio.AioRpcError) as error:
+        await bare("Resident")(b"")
+    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_deadline_is_honoured(bare):
+    with pytest.raises(aio.AioRpcError) as error:
+        await bare("Slow")(b"", timeout=0.2)
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
