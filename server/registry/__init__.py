@@ -1,0 +1,1 @@
+"""The municipal registry: municipalities, residents, households, card links, seals, tax, family registers."""
