@@ -1,0 +1,175 @@
+"""How a route module declares an operation, and the helpers that translate JSON <-> protobuf.
+
+Each route module lists `Operation`s; the app builds its Starlette routes from them and the
+OpenAPI document from the same list, so the two cannot drift apart. JSON follows the protobuf JSON
+mapping (`google.protobuf.json_format`): lowerCamelCase names, bytes as base64, int64 as strings,
+Timestamps as RFC 3339.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.backend import backend, metadata, request_id
+from gateway.errors import GatewayError
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass
+class Operation:
+    """One HTTP operation over one RPC (or none: the OpenAPI document itself)."""
+
+    method: str
+    path: str
+    endpoint: Endpoint
+    summary: str
+    operation_id: str
+    tag: str
+    request: type[Message] | None = None        # JSON body (POST/PATCH) or query parameters (GET)
+    response: type[Message] | None = None       # JSON response body
+    body: str = "json"                          # "json", "multipart", "none"
+    public: bool = False                        # no bearer token needed
+    produces: str = "application/json"          # or "text/event-stream"
+    errors: tuple[int, ...] = (400, 401, 403, 404, 422, 500, 503, 504)
+    multipart_fields: dict[str, str] = field(default_factory=dict)  # form part -> description
+
+    @property
+    def path_params(self) -> list[str]:
+        return [part[1:-1] for part in self.path.split("/") if part.startswith("{") and part.endswith("}")]
+
+    def route(self) -> Route:
+        return Route(self.path, self.endpoint, methods=[self.method], name=self.operation_id)
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+
+
+def json_response(message: Message | dict, status_code: int = 200) -> Response:
+    body = message if isinstance(message, dict) else to_json(message)
+    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
+
+
+def _fill_request_id(request: Request, message: Message) -> None:
+    """Mutating RPCs need `request_id`: the body's, else `Idempotency-Key`, else the X-Request-Id."""
+    if "request_id" in message.DESCRIPTOR.fields_by_name and not getattr(message, "request_id"):
+        message.request_id = request.headers.get("idempotency-key") or request_id(request)
+
+
+def _set_path_params(request: Request, message: Message) -> None:
+    for name, value in request.path_params.items():
+        descriptor = message.DESCRIPTOR.fields_by_name.get(name)
+        if descriptor is None:
+            continue
+        existing = getattr(message, name)
+        if existing and existing != value:
+            raise GatewayError.field(name, "differs from the path", http_status=400)
+        setattr(message, name, value)
+
+
+async def json_message(request: Request, message_type: type[Message]) -> Message:
+    """The request body as `message_type`: 400 for JSON that does not parse, 422 for a wrong shape."""
+    raw = await request.body()
+    data: Any = {}
+    if raw.strip():
+        content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if content_type not in ("application/json", "") and not content_type.endswith("+json"):
+            raise GatewayError(415, "UNSUPPORTED_MEDIA_TYPE", "the body must be application/json")
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise GatewayError(400, "MALFORMED_JSON", f"the body is not JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise GatewayError(400, "MALFORMED_JSON", "the body must be a JSON object")
+    message = message_type()
+    try:
+        json_format.ParseDict(data, message)
+    except json_format.ParseError as exc:
+        raise GatewayError(422, "INVALID_JSON_FIELD", str(exc),
+                           violations=[(_field_in(str(exc), data), str(exc))]) from None
+    _set_path_params(request, message)
+    _fill_request_id(request, message)
+    return message
+
+
+def _field_in(error: str, data: dict) -> str:
+    """Best effort: the JSON field a ParseError names (json_format puts it in the message)."""
+    for key in data:
+        if f'"{key}"' in error or f" {key}" in error or f"{key}." in error:
+            return key
+    return "body"
+
+
+_SCALAR = {
+    FieldDescriptor.TYPE_BOOL: lambda v: v.lower() in ("1", "true", "yes"),
+    FieldDescriptor.TYPE_INT32: int, FieldDescriptor.TYPE_SINT32: int, FieldDescriptor.TYPE_UINT32: int,
+    FieldDescriptor.TYPE_INT64: int, FieldDescriptor.TYPE_SINT64: int, FieldDescriptor.TYPE_UINT64: int,
+    FieldDescriptor.TYPE_FIXED32: int, FieldDescriptor.TYPE_FIXED64: int,
+    FieldDescriptor.TYPE_DOUBLE: float, FieldDescriptor.TYPE_FLOAT: float,
+    FieldDescriptor.TYPE_STRING: str,
+}
+
+
+def query_fields(message_type: type[Message]) -> list[FieldDescriptor]:
+    """The fields a GET takes as query parameters: scalars and enums (repeated allowed)."""
+    return [f for f in message_type.DESCRIPTOR.fields
+            if f.type in _SCALAR or f.type == FieldDescriptor.TYPE_ENUM]
+
+
+def query_message(request: Request, message_type: type[Message]) -> Message:
+    """Query parameters (by JSON or proto name) and path parameters as `message_type`."""
+    message = message_type()
+    by_name = {}
+    for f in query_fields(message_type):
+        by_name[f.name] = by_name[f.json_name] = f
+    for key in set(request.query_params.keys()):
+        descriptor = by_name.get(key)
+        if descriptor is None:
+            raise GatewayError.field(key, "unknown query parameter", http_status=400)
+        values = request.query_params.getlist(key)
+        try:
+            parsed = [_parse_scalar(descriptor, v) for v in values]
+        except ValueError:
+            raise GatewayError.field(descriptor.json_name, f"not a valid {_kind(descriptor)}", http_status=400) \
+                from None
+        if descriptor.is_repeated:
+            getattr(message, descriptor.name).extend(parsed)
+        else:
+            setattr(message, descriptor.name, parsed[-1])
+    _set_path_params(request, message)
+    return message
+
+
+def _kind(descriptor: FieldDescriptor) -> str:
+    return "enum value" if descriptor.type == FieldDescriptor.TYPE_ENUM else "number"
+
+
+def _parse_scalar(descriptor: FieldDescriptor, value: str) -> Any:
+    if descriptor.type == FieldDescriptor.TYPE_ENUM:
+        enum = descriptor.enum_type
+        if value in enum.values_by_name:
+            return enum.values_by_name[value].number
+        if value.lstrip("-").isdigit() and int(value) in enum.values_by_number:
+            return int(value)
+        raise ValueError(value)
+    return _SCALAR[descriptor.type](value)
+
+
+async def call(request: Request, method: Callable[..., Any], message: Message) -> Message:
+    """Call a unary RPC with the phone's token and the request id; gRPC errors propagate (-> HTTP)."""
+    return await method(message, metadata=metadata(request), timeout=backend(request).timeout_s)
+
+
+async def unary(request: Request, method: Callable[..., Any], message: Message, status_code: int = 200) -> Response:
+    return json_response(await call(request, method, message), status_code)
