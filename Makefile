@@ -24,10 +24,10 @@ gen: gen/.stamp  ## regenerate the Python stubs (with .pyi type stubs) from prot
 run: gen/.stamp  ## serve gRPC and the gateway on loopback with real data (SQLite under var/)
 	$(PY) -m server run
 
-test: gen/.stamp  ## the default suite (slow soak/fault tests excluded)
+test: gen/.stamp node_modules/.installed  ## the default suite (slow soak/fault tests excluded)
 	$(PY) -m pytest -q
 
-test-slow: gen/.stamp  ## soak, load and fault tests (exit 5 = none collected is fine)
+test-slow: gen/.stamp node_modules/.installed  ## soak, load and fault tests (exit 5 = none collected is fine)
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
 test-all: gen/.stamp
