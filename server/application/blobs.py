@@ -1,0 +1,131 @@
+"""Attachment files: type sniffing, metadata stripping, content-addressed storage beside the database.
+
+An upload is written to a temporary file under `<blob_dir>/tmp/` while it streams in; only a
+complete, checked, cleaned file is renamed to `<blob_dir>/<aa>/<bb>/<sha256>` (atomic on one file
+system). Whatever goes wrong before that, the temporary file is removed, so a cut-off upload leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+try:  # HEIC (iPhone photos) only when the optional decoder is installed.
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    HEIC_SUPPORTED = True
+except ImportError:  # pragma: no cover - depends on the environment
+    HEIC_SUPPORTED = False
+
+JPEG, PNG, PDF, HEIC = "image/jpeg", "image/png", "application/pdf", "image/heic"
+IMAGE_TYPES = (JPEG, PNG, HEIC)
+# Decompression-bomb guard: a photo of a document needs no more than this.
+Image.MAX_IMAGE_PIXELS = 60_000_000
+
+
+def sniff(head: bytes) -> str | None:
+    """The content type from the first bytes, or None if it is none of the accepted kinds."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return PNG
+    if head.startswith(b"%PDF-"):
+        return PDF
+    if len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"heim",
+                                                                    b"heis", b"hevc", b"hevx"):
+        return HEIC
+    return None
+
+
+class ImageUnreadable(Exception):
+    pass
+
+
+def clean_image(source: Path, content_type: str) -> tuple[bytes, str]:
+    """Re-encode an image so that nothing but its pixels survives (no EXIF, GPS, XMP, ICC, text).
+
+    The EXIF orientation is applied to the pixels first, so the photo still shows upright. HEIC is
+    stored as JPEG. Returns (bytes, stored content type).
+    """
+    try:
+        with Image.open(source) as image:
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            if content_type == PNG:
+                mode = "RGBA" if upright.mode in ("RGBA", "LA", "P") else "RGB"
+                pixels = Image.frombytes(mode, upright.size, upright.convert(mode).tobytes())
+                out = io.BytesIO()
+                pixels.save(out, format="PNG", optimize=False)
+                return out.getvalue(), PNG
+            pixels = Image.frombytes("RGB", upright.size, upright.convert("RGB").tobytes())
+            out = io.BytesIO()
+            pixels.save(out, format="JPEG", quality=90)
+            return out.getvalue(), JPEG
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise ImageUnreadable(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    sha256: str
+    size: int
+    content_type: str
+    path: Path
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def temp_path(self) -> Path:
+        return self.tmp / f"up-{secrets.token_hex(12)}"
+
+    def path_for(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def put_bytes(self, data: bytes, content_type: str) -> StoredBlob:
+        """Write `data` to a temporary file and rename it to its content address."""
+        digest = hashlib.sha256(data).hexdigest()
+        final = self.path_for(digest)
+        if not final.exists():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            temp = self.temp_path()
+            try:
+                with open(temp, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temp, final)
+            finally:
+                temp.unlink(missing_ok=True)
+        return StoredBlob(digest, len(data), content_type, final)
+
+    def put_file(self, temp: Path, content_type: str) -> StoredBlob:
+        """Move a finished temporary file to its content address."""
+        digest = hashlib.sha256()
+        size = 0
+        with open(temp, "rb") as source:
+            while block := source.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+        sha = digest.hexdigest()
+        final = self.path_for(sha)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp, final)
+        return StoredBlob(sha, size, content_type, final)
+
+    def remove(self, sha256: str) -> None:
+        self.path_for(sha256).unlink(missing_ok=True)
+
+    def read(self, sha256: str) -> bytes:
+        return self.path_for(sha256).read_bytes()

@@ -1,0 +1,143 @@
+"""Helpers for the application tests: a signed-in resident, forms that pass, uploads, signing."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from onestop.application.v1 import application_pb2 as pb
+from onestop.application.v1 import application_pb2_grpc as pb_grpc
+from PIL import Image
+
+from server.ids import new_id
+from server.testing import PASSWORD, bearer, holder
+
+LG = "131016"          # 千代田区
+OTHER_LG = "271004"    # 大阪市
+CERT = "child_allowance.certification"
+
+
+def child_allowance_form(**overrides) -> dict:
+    form = {
+        "claimant": {"name": "山田 花子", "name_kana": "ヤマダ ハナコ", "birth_date": "1990-04-10",
+                     "address": "東京都千代田区千代田1-1", "phone": "03-1234-5678", "pension": "employees",
+                     "civil_servant": False},
+        "children": [
+            {"name": "山田 太郎", "name_kana": "ヤマダ タロウ", "birth_date": "2020-05-01", "relationship": "child",
+             "lives_with_claimant": True},
+            {"name": "山田 次郎", "birth_date": "2023-08-15", "relationship": "child", "lives_with_claimant": True},
+        ],
+        "payment_account": {"bank_code": "0001", "branch_code": "123", "account_type": "ordinary",
+                            "account_number": "1234567", "holder_kana": "ﾔﾏﾀﾞ ﾊﾅｺ"},
+    }
+    form.update(overrides)
+    return form
+
+
+def error_details(err: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
+    """(ErrorInfo reason, BadRequest field paths) of a refused call."""
+    status = rpc_status.from_call(err)
+    reason, fields = "", []
+    for detail in status.details:
+        info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+        if detail.Unpack(info):
+            reason = info.reason
+        elif detail.Unpack(bad):
+            fields = [v.field for v in bad.field_violations]
+    return reason, fields
+
+
+async def refused(awaitable) -> tuple[grpc.StatusCode, str, list[str]]:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await awaitable
+    reason, fields = error_details(caught.value)
+    return caught.value.code(), reason, fields
+
+
+def jpeg_bytes(*, gps: bool = False, size=(64, 48), color=(200, 30, 30)) -> bytes:
+    image = Image.new("RGB", size, color)
+    out = io.BytesIO()
+    if gps:
+        exif = Image.Exif()
+        exif[0x010F] = "PhoneMaker"      # Make
+        exif[0x0110] = "PhoneModel"      # Model
+        exif[0x0131] = "CameraApp 1.0"   # Software
+        gps_ifd = {1: "N", 2: (35.0, 41.0, 22.0), 3: "E", 4: (139.0, 45.0, 10.0)}
+        exif[0x8825] = gps_ifd           # GPSInfo
+        image.save(out, format="JPEG", exif=exif.tobytes())
+    else:
+        image.save(out, format="JPEG")
+    return out.getvalue()
+
+
+def pdf_bytes() -> bytes:
+    return (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n"
+            b"trailer<</Root 1 0 R>>\n%%EOF\n")
+
+
+def upload_messages(application_id: str, data: bytes, *, slot: str = "health_insurance",
+                    content_type: str = "image/jpeg", declared_size: int | None = None, chunk: int = 256 * 1024,
+                    request_id: str | None = None, filename: str = "photo.jpg"):
+    yield pb.UploadAttachmentRequest(metadata=pb.UploadAttachmentMetadata(
+        request_id=request_id or new_id("rq"), application_id=application_id, slot=slot,
+        declared_content_type=content_type, declared_size=len(data) if declared_size is None else declared_size,
+        filename=filename))
+    for start in range(0, len(data), chunk):
+        yield pb.UploadAttachmentRequest(chunk=data[start:start + chunk])
+
+
+@dataclass
+class Applicant:
+    """A signed-in resident with a stub that carries their bearer token."""
+
+    resident_id: str
+    card: object
+    token: str
+    stub: pb_grpc.ApplicationServiceStub
+
+    @property
+    def md(self):
+        return bearer(self.token)
+
+    async def draft(self, form: dict | None = None, procedure: str = CERT) -> pb.Application:
+        reply = await self.stub.CreateDraft(pb.CreateDraftRequest(
+            request_id=new_id("rq"), procedure_code=procedure,
+            form_json=json.dumps(child_allowance_form() if form is None else form, ensure_ascii=False)),
+            metadata=self.md)
+        return reply.application
+
+    async def upload(self, application_id: str, data: bytes | None = None, **kw) -> pb.UploadAttachmentResponse:
+        return await self.stub.UploadAttachment(upload_messages(application_id, data or jpeg_bytes(), **kw),
+                                                metadata=self.md)
+
+    async def get(self, application_id: str) -> pb.Application:
+        return (await self.stub.GetApplication(pb.GetApplicationRequest(application_id=application_id),
+                                               metadata=self.md)).application
+
+    async def sign_and_submit(self, application_id: str, *, card=None, request_id: str | None = None):
+        prepared = await self.stub.PrepareSubmission(pb.PrepareSubmissionRequest(application_id=application_id),
+                                                     metadata=self.md)
+        card = card or self.card
+        signature = card.sign_with_signature_key(prepared.canonical_bytes, PASSWORD)
+        return await self.stub.SubmitApplication(pb.SubmitApplicationRequest(
+            request_id=request_id or new_id("rq"), application_id=application_id, signature=signature,
+            signature_certificate=card.sign_certificate_der), metadata=self.md)
+
+    async def submitted(self, form: dict | None = None) -> pb.Application:
+        """A draft with its required photo, signed and submitted."""
+        draft = await self.draft(form)
+        await self.upload(draft.application_id)
+        return (await self.sign_and_submit(draft.application_id)).application
+
+
+async def make_applicant(platform, name: str = "山田 花子", lgcode: str = LG) -> Applicant:
+    resident_id, card = await platform.add_resident(holder(name), lgcode)
+    token = await platform.sign_in(card)
+    return Applicant(resident_id, card, token, pb_grpc.ApplicationServiceStub(platform.channel()))
+
+
