@@ -97,3 +97,10 @@ CREATE TABLE survey_answers (
     answered_at_ms INTEGER NOT NULL,
     PRIMARY KEY (notice_id, resident_id)
 ) WITHOUT ROWID;
+
+CREATE INDEX rule_firings_notice ON rule_firings(notice_id);
+CREATE INDEX vaccinations_resident ON vaccinations(resident_id, given_on);
+CREATE INDEX benefit_households_program ON benefit_households(municipality_code, program);
+-- Segments by age select children by birth date range within a municipality (registry table; the
+-- index is the notification area's, for its segments and rules).
+CREATE INDEX IF NOT EXISTS notification_residents_birth ON residents(municipality_code, birth_date);

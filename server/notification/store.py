@@ -1,0 +1,295 @@
+"""SQL of the notification area: notices, deliveries (inboxes), rule firings, vaccinations, surveys.
+
+Fan-out is always one set-based INSERT ... SELECT over the resident register (never a Python loop
+over recipients); per-recipient text is rendered in SQL from the markers `templates.prepare` left.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import date
+
+from server.db import Tx
+from server.notification import ages
+from server.notification.templates import render_sql
+
+ACTIVE = "('active', 'moving_out')"  # residents who still receive notices
+
+_NAME = {"name": "p.name"}
+_NAME_AND_CHILD = {"name": "p.name", "child_name": "group_concat(c.name, '、')"}
+
+
+def row_fields(audience: dict) -> frozenset[str]:
+    """Per-recipient placeholders an audience can fill."""
+    if audience["kind"] in ("parents_of_children", "rule_children"):
+        return frozenset(_NAME_AND_CHILD)
+    return frozenset(_NAME)
+
+
+async def insert_notice(tx: Tx, row: dict) -> None:
+    row = {"link": "", "fields": "{}", "survey": None, "send_at_ms": None, "sent_at_ms": None, "sent_by": None,
+           "recipient_count": 0, "dedupe_key": None, **row}
+    columns = ", ".join(row)
+    await tx.execute(f"INSERT INTO notices ({columns}) VALUES ({', '.join(':' + c for c in row)})", row)
+
+
+async def get_notice(tx: Tx, notice_id: str) -> sqlite3.Row | None:
+    return await tx.one("SELECT * FROM notices WHERE notice_id = ?", (notice_id,))
+
+
+async def notice_counts(tx: Tx, notice_id: str) -> tuple[int, int]:
+    row = await tx.one(
+        "SELECT count(*) AS delivered, count(read_at_ms) AS read FROM deliveries WHERE notice_id = ?", (notice_id,)
+    )
+    return row["delivered"], row["read"]
+
+
+async def list_sent(tx: Tx, municipality_code: str, limit: int, before: str | None) -> list[sqlite3.Row]:
+    return await tx.all(
+        "SELECT * FROM notices WHERE municipality_code = ? AND (? IS NULL OR notice_id < ?)"
+        " ORDER BY notice_id DESC LIMIT ?",
+        (municipality_code, before, before, limit),
+    )
+
+
+async def missing_residents(tx: Tx, municipality_code: str, resident_ids: list[str]) -> list[str]:
+    found = {r[0] for r in await tx.all(
+        f"SELECT resident_id FROM residents WHERE municipality_code = ? AND status IN {ACTIVE}"
+        " AND resident_id IN (SELECT value FROM json_each(?))",
+        (municipality_code, json.dumps(resident_ids)),
+    )}
+    return [r for r in resident_ids if r not in found]
+
+
+async def fan_out(tx: Tx, notice_id: str, municipality_code: str, audience: dict, title: str, body: str,
+                  now_ms: int, on: date) -> int:
+    """Write the deliveries of a notice to its audience (as it stands at `on`); returns how many."""
+    kind = audience["kind"]
+    adult = ages.adult_born_by(on).isoformat()
+    if kind in ("residents", "all_residents"):
+        title_sql, body_sql = render_sql("?", _NAME), render_sql("?", _NAME)
+        only = " AND p.resident_id IN (SELECT value FROM json_each(?))" if kind == "residents" else ""
+        params = [notice_id, title, body, now_ms, municipality_code]
+        if kind == "residents":
+            params.append(json.dumps(audience["resident_ids"]))
+        sql = (
+            "INSERT OR IGNORE INTO deliveries (notice_id, resident_id, title, body, delivered_at_ms)"
+            f" SELECT ?, p.resident_id, {title_sql}, {body_sql}, ? FROM residents p"
+            f" WHERE p.municipality_code = ? AND p.status IN {ACTIVE}{only}"
+        )
+    elif kind == "parents_of_children":
+        as_of = date.fromisoformat(audience["as_of"]) if audience.get("as_of") else on
+        earliest, latest = ages.birth_range(audience["min_months"], audience["max_months"], as_of)
+        adult = ages.adult_born_by(as_of).isoformat()
+        title_sql, body_sql = render_sql("?", _NAME_AND_CHILD), render_sql("?", _NAME_AND_CHILD)
+        sql = (
+            "INSERT OR IGNORE INTO deliveries (notice_id, resident_id, title, body, delivered_at_ms)"
+            f" SELECT ?, p.resident_id, {title_sql}, {body_sql}, ? FROM residents c"
+            " JOIN residents p ON p.household_id = c.household_id AND p.resident_id <> c.resident_id"
+            f" WHERE c.municipality_code = ? AND c.status IN {ACTIVE} AND c.birth_date BETWEEN ? AND ?"
+            f" AND p.status IN {ACTIVE} AND p.birth_date <= ? GROUP BY p.resident_id"
+        )
+        params = [notice_id, title, body, now_ms, municipality_code, earliest.isoformat(), latest.isoformat(), adult]
+    elif kind == "benefit_recipients":
+        title_sql, body_sql = render_sql("?", _NAME), render_sql("?", _NAME)
+        sql = (
+            "INSERT OR IGNORE INTO deliveries (notice_id, resident_id, title, body, delivered_at_ms)"
+            f" SELECT ?, p.resident_id, {title_sql}, {body_sql}, ? FROM benefit_households b"
+            " JOIN residents p ON p.household_id = b.household_id"
+            " WHERE b.municipality_code = ? AND b.program = ? AND b.since <= ? AND (b.until IS NULL OR b.until >= ?)"
+            f" AND p.status IN {ACTIVE} AND p.birth_date <= ? GROUP BY p.resident_id"
+        )
+        params = [notice_id, title, body, now_ms, municipality_code, audience["program"], on.isoformat(),
+                  on.isoformat(), adult]
+    elif kind == "rule_children":  # parents of the children a rule fired for under this notice
+        title_sql, body_sql = render_sql("?", _NAME_AND_CHILD), render_sql("?", _NAME_AND_CHILD)
+        sql = (
+            "INSERT OR IGNORE INTO deliveries (notice_id, resident_id, title, body, delivered_at_ms)"
+            f" SELECT ?, p.resident_id, {title_sql}, {body_sql}, ? FROM rule_firings f"
+            " JOIN residents c ON c.resident_id = f.subject_id"
+            " JOIN residents p ON p.household_id = c.household_id AND p.resident_id <> c.resident_id"
+            f" WHERE f.notice_id = ? AND p.status IN {ACTIVE} AND p.birth_date <= ? GROUP BY p.resident_id"
+        )
+        params = [notice_id, title, body, now_ms, notice_id, adult]
+    elif kind == "rule_households":  # adults of the households a rule fired for under this notice
+        title_sql, body_sql = render_sql("?", _NAME), render_sql("?", _NAME)
+        sql = (
+            "INSERT OR IGNORE INTO deliveries (notice_id, resident_id, title, body, delivered_at_ms)"
+            f" SELECT ?, p.resident_id, {title_sql}, {body_sql}, ? FROM rule_firings f"
+            " JOIN residents p ON p.household_id = f.subject_id"
+            f" WHERE f.notice_id = ? AND p.status IN {ACTIVE} AND p.birth_date <= ? GROUP BY p.resident_id"
+        )
+        params = [notice_id, title, body, now_ms, notice_id, adult]
+    else:
+        raise ValueError(f"unknown audience kind {kind}")
+    count = await tx.execute(sql, params)
+    await tx.execute("UPDATE notices SET recipient_count = ? WHERE notice_id = ?", (count, notice_id))
+    return count
+
+
+async def due_notices(tx: Tx, now_ms: int, limit: int) -> list[str]:
+    rows = await tx.all(
+        "SELECT notice_id FROM notices WHERE status = 'scheduled' AND send_at_ms <= ? ORDER BY send_at_ms LIMIT ?",
+        (now_ms, limit),
+    )
+    return [r[0] for r in rows]
+
+
+async def claim_scheduled(tx: Tx, notice_id: str, now_ms: int, by: str) -> bool:
+    """Atomically move a due notice to sent; False if another process (or a cancel) got there first."""
+    changed = await tx.execute(
+        "UPDATE notices SET status = 'sent', sent_at_ms = ?, sent_by = ?"
+        " WHERE notice_id = ? AND status = 'scheduled' AND send_at_ms <= ?",
+        (now_ms, by, notice_id, now_ms),
+    )
+    return changed == 1
+
+
+async def cancel(tx: Tx, notice_id: str, now_ms: int) -> bool:
+    changed = await tx.execute(
+        "UPDATE notices SET status = 'cancelled', cancelled_at_ms = ? WHERE notice_id = ? AND status = 'scheduled'",
+        (now_ms, notice_id),
+    )
+    return changed == 1
+
+
+# Inbox ---------------------------------------------------------------------------------------
+
+_INBOX = (
+    "SELECT d.seq, d.notice_id, d.title, d.body, d.delivered_at_ms, d.read_at_ms, n.category, n.link, n.survey,"
+    " n.municipality_code FROM deliveries d JOIN notices n ON n.notice_id = d.notice_id"
+)
+
+
+async def inbox_page(tx: Tx, resident_id: str, limit: int, before_seq: int | None, unread_only: bool):
+    return await tx.all(
+        f"{_INBOX} WHERE d.resident_id = ? AND (? IS NULL OR d.seq < ?)"
+        f"{' AND d.read_at_ms IS NULL' if unread_only else ''} ORDER BY d.seq DESC LIMIT ?",
+        (resident_id, before_seq, before_seq, limit),
+    )
+
+
+async def inbox_after(tx: Tx, resident_id: str, after_seq: int, limit: int):
+    return await tx.all(f"{_INBOX} WHERE d.resident_id = ? AND d.seq > ? ORDER BY d.seq LIMIT ?",
+                        (resident_id, after_seq, limit))
+
+
+async def inbox_item(tx: Tx, resident_id: str, notice_id: str):
+    return await tx.one(f"{_INBOX} WHERE d.resident_id = ? AND d.notice_id = ?", (resident_id, notice_id))
+
+
+async def inbox_counts(tx: Tx, resident_id: str) -> tuple[int, int]:
+    row = await tx.one(
+        "SELECT count(*) - count(read_at_ms) AS unread, coalesce(max(seq), 0) AS latest FROM deliveries"
+        " WHERE resident_id = ?", (resident_id,))
+    return row["unread"], row["latest"]
+
+
+async def mark_read(tx: Tx, resident_id: str, notice_id: str, now_ms: int) -> None:
+    await tx.execute(
+        "UPDATE deliveries SET read_at_ms = ? WHERE resident_id = ? AND notice_id = ? AND read_at_ms IS NULL",
+        (now_ms, resident_id, notice_id),
+    )
+
+
+async def max_seq(tx: Tx) -> int:
+    return int(await tx.scalar("SELECT coalesce(max(seq), 0) FROM deliveries"))
+
+
+async def recipients_after(tx: Tx, after_seq: int, limit: int) -> list[sqlite3.Row]:
+    return await tx.all("SELECT seq, resident_id FROM deliveries WHERE seq > ? ORDER BY seq LIMIT ?",
+                        (after_seq, limit))
+
+
+# Registry reads --------------------------------------------------------------------------------
+
+async def resident(tx: Tx, resident_id: str) -> sqlite3.Row | None:
+    return await tx.one("SELECT * FROM residents WHERE resident_id = ?", (resident_id,))
+
+
+async def household_members(tx: Tx, household_id: str, except_id: str) -> list[sqlite3.Row]:
+    return await tx.all("SELECT * FROM residents WHERE household_id = ? AND resident_id <> ? ORDER BY birth_date",
+                        (household_id, except_id))
+
+
+async def household(tx: Tx, household_id: str) -> sqlite3.Row | None:
+    return await tx.one("SELECT * FROM households WHERE household_id = ?", (household_id,))
+
+
+async def benefits_of(tx: Tx, household_id: str, on: str) -> list[str]:
+    rows = await tx.all(
+        "SELECT program FROM benefit_households WHERE household_id = ? AND since <= ? AND (until IS NULL OR until >= ?)"
+        " ORDER BY program", (household_id, on, on))
+    return [r[0] for r in rows]
+
+
+async def set_benefit(tx: Tx, household_id: str, program: str, municipality_code: str, since: str,
+                      until: str | None) -> None:
+    await tx.execute(
+        "INSERT INTO benefit_households (household_id, program, municipality_code, since, until)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (household_id, program)"
+        " DO UPDATE SET since = excluded.since, until = excluded.until",
+        (household_id, program, municipality_code, since, until),
+    )
+
+
+async def vaccinations_of(tx: Tx, resident_ids: list[str]) -> list[sqlite3.Row]:
+    return await tx.all(
+        "SELECT * FROM vaccinations WHERE resident_id IN (SELECT value FROM json_each(?))"
+        " ORDER BY resident_id, given_on, vaccine, dose", (json.dumps(resident_ids),))
+
+
+async def insert_vaccination(tx: Tx, row: dict) -> bool:
+    changed = await tx.execute(
+        "INSERT OR IGNORE INTO vaccinations (vaccination_id, resident_id, municipality_code, vaccine, dose, given_on,"
+        " recorded_at_ms, recorded_by) VALUES (:vaccination_id, :resident_id, :municipality_code, :vaccine, :dose,"
+        " :given_on, :recorded_at_ms, :recorded_by)", row)
+    return changed == 1
+
+
+async def applications_of(tx: Tx, resident_id: str) -> list[dict]:
+    """The caller's applications, if the application area's table exists (read defensively: its
+    columns are the application area's; only the few shown here are looked for)."""
+    if not await tx.scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'applications'"):
+        return []
+    columns = {r["name"] for r in await tx.all("PRAGMA table_info(applications)")}
+    if not {"application_id", "resident_id"} <= columns:
+        return []
+    procedure = next((c for c in ("procedure_code", "procedure_id", "procedure") if c in columns), None)
+    status = next((c for c in ("status", "state") if c in columns), None)
+    updated = next((c for c in ("updated_at_ms", "created_at_ms") if c in columns), None)
+    select = ", ".join([
+        "application_id",
+        f"{procedure} AS procedure" if procedure else "'' AS procedure",
+        f"{status} AS status" if status else "'' AS status",
+        f"{updated} AS updated_at_ms" if updated else "NULL AS updated_at_ms",
+    ])
+    rows = await tx.all(f"SELECT {select} FROM applications WHERE resident_id = ? ORDER BY application_id",
+                        (resident_id,))
+    return [dict(r) for r in rows]
+
+
+# Surveys ---------------------------------------------------------------------------------------
+
+async def insert_answer(tx: Tx, notice_id: str, resident_id: str, choice_id: str, comment: str,
+                        now_ms: int) -> bool:
+    changed = await tx.execute(
+        "INSERT OR IGNORE INTO survey_answers (notice_id, resident_id, choice_id, comment, answered_at_ms)"
+        " VALUES (?, ?, ?, ?, ?)", (notice_id, resident_id, choice_id, comment, now_ms))
+    return changed == 1
+
+
+async def answers_page(tx: Tx, notice_id: str, limit: int, after: tuple[int, str] | None) -> list[sqlite3.Row]:
+    if after is None:
+        return await tx.all("SELECT * FROM survey_answers WHERE notice_id = ? ORDER BY answered_at_ms, resident_id"
+                            " LIMIT ?", (notice_id, limit))
+    return await tx.all(
+        "SELECT * FROM survey_answers WHERE notice_id = ? AND (answered_at_ms, resident_id) > (?, ?)"
+        " ORDER BY answered_at_ms, resident_id LIMIT ?", (notice_id, after[0], after[1], limit))
+
+
+async def answer_counts(tx: Tx, notice_id: str) -> dict[str, int]:
+    rows = await tx.all("SELECT choice_id, count(*) FROM survey_answers WHERE notice_id = ? GROUP BY choice_id",
+                        (notice_id,))
+    return {r[0]: r[1] for r in rows}

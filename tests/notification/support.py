@@ -1,0 +1,85 @@
+"""Small helpers of the notification tests: registry rows, stubs, error details."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from onestop.notification.v1 import notification_pb2 as pb
+from onestop.notification.v1 import notification_pb2_grpc as pb_grpc
+
+from server.clock import to_epoch_ms
+from server.ids import new_id
+from server.testing import bearer, holder
+
+LG = "131016"
+OTHER_LG = "141003"
+
+
+async def add_person(platform, name: str, birth: date, *, household_id: str | None = None, lgcode: str = LG,
+                     status: str = "active") -> str:
+    """A registry row without a card (children, people who never sign in)."""
+    await platform.add_municipality(lgcode)
+    resident_id = new_id("res")
+    async with platform.db.write() as tx:
+        if household_id:
+            await tx.execute("INSERT OR IGNORE INTO households (household_id, municipality_code) VALUES (?, ?)",
+                             (household_id, lgcode))
+        await tx.execute(
+            "INSERT INTO residents (resident_id, municipality_code, household_id, name, birth_date, sex, address,"
+            " status, updated_at_ms) VALUES (?, ?, ?, ?, ?, '1', '東京都千代田区', ?, ?)",
+            (resident_id, lgcode, household_id, name, birth.isoformat(), status,
+             to_epoch_ms(platform.clock.now())))
+    return resident_id
+
+
+async def add_card_holder(platform, name: str, birth: date = date(1990, 4, 10), *, household_id: str | None = None,
+                          lgcode: str = LG) -> tuple[str, tuple]:
+    """A resident with a card, signed in: (resident_id, bearer metadata)."""
+    resident_id, card = await platform.add_resident(holder(name, birth_date=birth), lgcode, household_id=household_id)
+    return resident_id, bearer(await platform.sign_in(card))
+
+
+def staff(platform, lgcode: str = LG) -> pb_grpc.NotificationServiceStub:
+    return pb_grpc.NotificationServiceStub(platform.municipality(lgcode))
+
+
+def public(platform) -> pb_grpc.NotificationServiceStub:
+    return pb_grpc.NotificationServiceStub(platform.channel())
+
+
+def details(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
+    status = rpc_status.from_call(error)
+    assert status is not None, f"no status details on {error.code()}: {error.details()}"
+    reason, fields = "", []
+    for detail in status.details:
+        info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+        if detail.Unpack(info):
+            reason = info.reason
+        elif detail.Unpack(bad):
+            fields = [v.field for v in bad.field_violations]
+    return reason, fields
+
+
+async def refused(call, code: grpc.StatusCode, reason: str | None = None, field: str | None = None):
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == code, (error.code(), error.details())
+        got_reason, fields = details(error)
+        if reason is not None:
+            assert got_reason == reason, (got_reason, error.details())
+        if field is not None:
+            assert field in fields, fields
+        return error
+    raise AssertionError(f"expected {code} {reason}, but the call succeeded")
+
+
+def everyone(**kw) -> pb.Audience:
+    return pb.Audience(all_residents=pb.Audience.AllResidents(), **kw)
+
+
+async def inbox(platform, metadata) -> pb.ListNoticesResponse:
+    return await public(platform).ListNotices(pb.ListNoticesRequest(page_size=100), metadata=metadata)
