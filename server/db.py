@@ -91,12 +91,11 @@ class Tx:
         await self.conn.executemany(sql, rows)
 
     async def one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Row | None:
-        async with self.conn.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+        rows = await self.conn.execute_fetchall(sql, params)  # one trip to the connection's thread
+        return rows[0] if rows else None
 
     async def all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        async with self.conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        return list(await self.conn.execute_fetchall(sql, params))
 
     async def scalar(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
         row = await self.one(sql, params)
@@ -175,6 +174,15 @@ class Database:
                 raise
             else:
                 await asyncio.shield(conn.execute("COMMIT"))
+
+    async def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        """One SELECT on a pooled reader, without a surrounding transaction (a single statement is
+        its own snapshot): the cheapest read, for hot paths such as token lookups."""
+        conn = await self._readers.get()
+        try:
+            return list(await conn.execute_fetchall(sql, params))
+        finally:
+            self._readers.put_nowait(conn)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:

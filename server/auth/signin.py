@@ -147,8 +147,7 @@ class Authenticator:
     async def resolve(self, access_token: str) -> Resident:
         """The resident behind a bearer token (used by the interceptor on every resident call)."""
         now_ms = to_epoch_ms(self._p.clock.now())
-        async with self._p.db.read() as tx:
-            row = await store.session_by_access(tx, token_hash(access_token))
+        row = await store.session_by_access(self._p.db, token_hash(access_token))
         self._check_session(row, now_ms, expires_key="access_expires_ms")
         if now_ms - row["last_seen_ms"] >= TOUCH_EVERY_MS:
             idle_ms = self._p.settings.session_idle_seconds * 1000

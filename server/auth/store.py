@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from server.db import Tx
+from server.db import Database, Tx
 
 
 async def insert_challenge(tx: Tx, challenge_id: str, nonce: bytes, now_ms: int, expires_ms: int) -> None:
@@ -51,8 +51,10 @@ async def insert_session(tx: Tx, row: dict) -> None:
     )
 
 
-async def session_by_access(tx: Tx, access_hash: bytes) -> sqlite3.Row | None:
-    return await tx.one("SELECT * FROM sessions WHERE access_hash = ?", (access_hash,))
+async def session_by_access(db: Database, access_hash: bytes) -> sqlite3.Row | None:
+    """The session behind an access token (hot path: a single statement, no transaction)."""
+    rows = await db.query("SELECT * FROM sessions WHERE access_hash = ?", (access_hash,))
+    return rows[0] if rows else None
 
 
 async def session_by_refresh(tx: Tx, refresh_hash: bytes) -> sqlite3.Row | None:
