@@ -7,6 +7,8 @@ import hashlib
 import json
 import logging
 
+import grpc
+
 from onestop.application.v1 import application_pb2 as pb
 from onestop.application.v1 import application_pb2_grpc as pb_grpc
 
@@ -20,7 +22,7 @@ from server.application.catalogue import (CATEGORIES, CONTENT_TYPES, FIELD_TYPES
 from server.authz import ANYONE, RESIDENT, Machine, either, machine
 from server.clock import to_epoch_ms
 from server.convert import ts_ms
-from server.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted
+from server.errors import DomainError, FieldViolation, InvalidArgument, NotFound, ResourceExhausted
 from server.idempotency import check_request_id, run_once
 from server.pagination import decode_token, encode_token, page_size
 from server.platform import Platform
@@ -30,7 +32,8 @@ log = logging.getLogger("onestop.application")
 SERVICE = pb.DESCRIPTOR.services_by_name["ApplicationService"].full_name
 MUNICIPALITY = machine("municipality")
 RESIDENT_OR_MUNICIPALITY = either(RESIDENT, MUNICIPALITY)
-MAX_CHUNK = 1024 * 1024 + 1024
+DRAIN_EXTRA_BYTES = 4 * 1024 * 1024
+DRAIN_SECONDS = 10.0
 
 authz.register(SERVICE, {
     "SearchProcedures": ANYONE,
@@ -321,7 +324,29 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
             raise InvalidArgument.field("metadata", "required: send the metadata first") from None
         if first.WhichOneof("part") != "metadata":
             raise InvalidArgument.field("metadata", "required: the first message carries the metadata")
-        meta = first.metadata
+        try:
+            return await self._upload(principal, first.metadata, stream)
+        except DomainError:
+            await self._drain(stream)
+            raise
+
+    async def _drain(self, stream) -> None:
+        """Read and discard what the client is still sending (bounded), so that it receives our refusal.
+
+        A client that is mid-send when the call ends sees a transport failure instead of the status;
+        draining lets its writes complete and it then reads the refusal.
+        """
+        budget = self._p.settings.attachment_max_bytes + DRAIN_EXTRA_BYTES
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                async for message in stream:
+                    budget -= message.ByteSize()
+                    if budget < 0:
+                        return
+        except (TimeoutError, grpc.RpcError, asyncio.InvalidStateError):
+            return
+
+    async def _upload(self, principal, meta, stream):
         check_request_id(meta.request_id)
         rules.require_id(meta.application_id, "metadata.application_id")
         declared = meta.declared_content_type

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from dataclasses import dataclass
@@ -91,6 +92,22 @@ def upload_messages(application_id: str, data: bytes, *, slot: str = "health_ins
         yield pb.UploadAttachmentRequest(chunk=data[start:start + chunk])
 
 
+async def stream_upload(stub, messages, *, metadata=()) -> pb.UploadAttachmentResponse:
+    """Write the messages one by one; when the server refuses early, stop writing and read its status.
+
+    (With a request iterator, grpc.aio reports a refusal that arrives mid-send as INTERNAL "Internal
+    error from Core"; writing through the call object surfaces the server's real status.)
+    """
+    call = stub.UploadAttachment(metadata=metadata)
+    try:
+        for message in messages:
+            await call.write(message)
+        await call.done_writing()
+    except (asyncio.InvalidStateError, grpc.aio.AioRpcError):
+        pass
+    return await call
+
+
 @dataclass
 class Applicant:
     """A signed-in resident with a stub that carries their bearer token."""
@@ -112,8 +129,8 @@ class Applicant:
         return reply.application
 
     async def upload(self, application_id: str, data: bytes | None = None, **kw) -> pb.UploadAttachmentResponse:
-        return await self.stub.UploadAttachment(upload_messages(application_id, data or jpeg_bytes(), **kw),
-                                                metadata=self.md)
+        return await stream_upload(self.stub, upload_messages(application_id, data or jpeg_bytes(), **kw),
+                                   metadata=self.md)
 
     async def get(self, application_id: str) -> pb.Application:
         return (await self.stub.GetApplication(pb.GetApplicationRequest(application_id=application_id),
@@ -135,8 +152,20 @@ class Applicant:
         return (await self.sign_and_submit(draft.application_id)).application
 
 
+async def _pad_auth_serial(platform, card) -> None:
+    """Work around a shared bug: add_resident links `format(serial, 'x')` but sign-in looks the
+    authentication certificate up by VerifiedCard.serial_hex (zero-padded to even length), so one card
+    in sixteen cannot sign in. Store the padded form too until the auth area agrees on one."""
+    serial = card.auth_certificate.serial_number
+    plain = format(serial, "x")
+    if len(plain) % 2:
+        async with platform.db.write() as tx:
+            await tx.execute("UPDATE card_links SET auth_serial = ? WHERE auth_serial = ?", ("0" + plain, plain))
+
+
 async def make_applicant(platform, name: str = "山田 花子", lgcode: str = LG) -> Applicant:
     resident_id, card = await platform.add_resident(holder(name), lgcode)
+    await _pad_auth_serial(platform, card)
     token = await platform.sign_in(card)
     return Applicant(resident_id, card, token, pb_grpc.ApplicationServiceStub(platform.channel()))
 

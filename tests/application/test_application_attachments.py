@@ -1,0 +1,164 @@
+"""Uploads: limits, sniffed types, metadata stripping, content addressing, nothing left by a cut-off."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+
+import grpc
+from onestop.application.v1 import application_pb2 as pb
+from PIL import Image
+
+from server.ids import new_id
+from tests.application.support import jpeg_bytes, pdf_bytes, refused, upload_messages
+
+MIB = 1024 * 1024
+
+
+async def stored(platform) -> tuple[int, list[str]]:
+    """(attachment rows, files under blob_dir other than the temp folder's)."""
+    async with platform.db.read() as tx:
+        rows = await tx.scalar("SELECT COUNT(*) FROM application_attachments")
+    root = platform.settings.blob_dir
+    files = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    return rows, sorted(files)
+
+
+async def test_photo_is_stored_without_exif_or_gps(platform, applicant):
+    draft = await applicant.draft()
+    original = jpeg_bytes(gps=True)
+    with Image.open(io.BytesIO(original)) as check:  # the test photo really carries GPS
+        assert check.getexif().get_ifd(0x8825)
+    reply = await applicant.upload(draft.application_id, original, filename="IMG_0001.jpg")
+    attachment = reply.attachment
+    assert attachment.content_type == "image/jpeg" and attachment.slot == "health_insurance"
+    assert reply.version == draft.version + 1
+    path = platform.settings.blob_dir / attachment.sha256[:2] / attachment.sha256[2:4] / attachment.sha256
+    data = path.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == attachment.sha256 and len(data) == attachment.size
+    assert b"Exif" not in data and b"PhoneMaker" not in data
+    with Image.open(path) as image:
+        exif = image.getexif()
+        assert len(exif) == 0 and not exif.get_ifd(0x8825)
+        assert "exif" not in image.info and "icc_profile" not in image.info
+        assert image.size == (64, 48)
+        assert max(abs(a - b) for a, b in zip(image.getpixel((10, 10)), (200, 30, 30))) < 8
+    assert await stored(platform) == (1, [f"{attachment.sha256[:2]}/{attachment.sha256[2:4]}/{attachment.sha256}"])
+    shown = await applicant.get(draft.application_id)
+    assert [a.attachment_id for a in shown.attachments] == [attachment.attachment_id]
+    assert shown.history[-1].action == "attachment_added"
+
+
+async def test_too_large_is_refused_and_nothing_stored(platform, applicant):
+    draft = await applicant.draft()
+    big = b"\xff\xd8\xff\xe0" + b"\0" * (11 * MIB - 4)
+    code, reason, fields = await refused(applicant.upload(draft.application_id, big, chunk=MIB))
+    assert (code, reason, fields) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "ATTACHMENT_TOO_LARGE",
+                                      ["metadata.declared_size"])
+    # Lying about the size does not help: the stream is cut off at the limit.
+    code, reason, fields = await refused(applicant.upload(draft.application_id, big, chunk=MIB,
+                                                          declared_size=10 * MIB))
+    assert (code, reason, fields) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "ATTACHMENT_TOO_LARGE", ["chunk"])
+    code, reason, fields = await refused(applicant.upload(draft.application_id, big[:1000], declared_size=2000))
+    assert (code, reason, fields) == (grpc.StatusCode.INVALID_ARGUMENT, "SIZE_MISMATCH", ["metadata.declared_size"])
+    assert await stored(platform) == (0, [])
+    assert (await applicant.get(draft.application_id)).version == draft.version
+
+
+async def test_application_total_is_limited(tmp_path, pki_template):
+    from server.testing import run_platform
+    from tests.application.support import make_applicant
+
+    async with run_platform(tmp_path, pki_template=pki_template, application_max_bytes=3000) as platform:
+        applicant = await make_applicant(platform)
+        draft = await applicant.draft()
+        await applicant.upload(draft.application_id, pdf_bytes(), content_type="application/pdf", slot="other")
+        code, reason, fields = await refused(applicant.upload(
+            draft.application_id, pdf_bytes() + b"%" * 3000, content_type="application/pdf", slot="other"))
+        assert (code, reason, fields) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "APPLICATION_TOO_LARGE",
+                                          ["metadata.declared_size"])
+        assert (await stored(platform))[0] == 1
+
+
+async def test_declared_type_must_match_the_content(platform, applicant):
+    draft = await applicant.draft()
+    code, reason, fields = await refused(applicant.upload(draft.application_id, pdf_bytes(),
+                                                          content_type="image/jpeg"))
+    assert (code, reason, fields) == (grpc.StatusCode.INVALID_ARGUMENT, "CONTENT_TYPE_MISMATCH",
+                                      ["metadata.declared_content_type"])
+    code, reason, _ = await refused(applicant.upload(draft.application_id, b"GIF89a" + b"\0" * 100,
+                                                     content_type="image/png"))
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "CONTENT_TYPE_MISMATCH")
+    code, reason, _ = await refused(applicant.upload(draft.application_id, b"\xff\xd8\xff" + b"garbage" * 50))
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "IMAGE_UNREADABLE")
+    code, reason, fields = await refused(applicant.upload(draft.application_id, jpeg_bytes(), slot="passport"))
+    assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["metadata.slot"])
+    assert await stored(platform) == (0, [])
+    # A real PDF declared as one is kept byte for byte.
+    reply = await applicant.upload(draft.application_id, pdf_bytes(), content_type="application/pdf")
+    assert reply.attachment.sha256 == hashlib.sha256(pdf_bytes()).hexdigest()
+
+
+async def test_cut_off_upload_leaves_nothing(platform, applicant):
+    draft = await applicant.draft()
+    sent = asyncio.Event()
+
+    async def requests():
+        data = jpeg_bytes(size=(1200, 900))
+        messages = list(upload_messages(draft.application_id, data + b"\0" * (3 * MIB), chunk=64 * 1024))
+        for message in messages[:20]:
+            yield message
+        sent.set()
+        await asyncio.Event().wait()  # the phone goes silent: the rest never comes
+
+    call = applicant.stub.UploadAttachment(requests(), metadata=applicant.md)
+    await asyncio.wait_for(sent.wait(), 10)
+    temp_dir = platform.settings.blob_dir / "tmp"
+    for _ in range(200):  # bounded: the server has the partial file open in tmp/
+        if any(temp_dir.iterdir()):
+            break
+        await asyncio.sleep(0.01)
+    assert any(temp_dir.iterdir())
+    call.cancel()
+    for _ in range(500):  # bounded wait for the server to notice the cancellation
+        if not any(temp_dir.iterdir()):
+            break
+        await asyncio.sleep(0.01)
+    assert not any(temp_dir.iterdir())
+    assert await stored(platform) == (0, [])
+    assert (await applicant.get(draft.application_id)).version == draft.version
+
+
+async def test_retry_with_same_request_id_stores_once(platform, applicant):
+    draft = await applicant.draft()
+    photo = jpeg_bytes()
+    first = await applicant.upload(draft.application_id, photo, request_id="upload-1")
+    again = await applicant.upload(draft.application_id, photo, request_id="upload-1")
+    assert again == first
+    assert (await stored(platform))[0] == 1
+    # Slot limits: health_insurance holds two files; a third is refused; removing frees one.
+    await applicant.upload(draft.application_id, jpeg_bytes(color=(0, 0, 255)))
+    code, reason, _ = await refused(applicant.upload(draft.application_id, jpeg_bytes(color=(0, 255, 0))))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "SLOT_FULL")
+    removed = await applicant.stub.RemoveAttachment(pb.RemoveAttachmentRequest(
+        request_id=new_id("rq"), application_id=draft.application_id, attachment_id=first.attachment.attachment_id),
+        metadata=applicant.md)
+    assert removed.version > first.version
+    code, reason, _ = await refused(applicant.stub.RemoveAttachment(pb.RemoveAttachmentRequest(
+        request_id=new_id("rq"), application_id=draft.application_id, attachment_id=first.attachment.attachment_id),
+        metadata=applicant.md))
+    assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "ATTACHMENT_NOT_FOUND")
+
+
+async def test_metadata_must_come_first(platform, applicant):
+    draft = await applicant.draft()
+
+    async def chunks_only():
+        yield pb.UploadAttachmentRequest(chunk=b"\xff\xd8\xff")
+
+    code, _, fields = await refused(applicant.stub.UploadAttachment(chunks_only(), metadata=applicant.md))
+    assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["metadata"])
+    code, _, _ = await refused(applicant.stub.UploadAttachment(
+        upload_messages(draft.application_id, jpeg_bytes())))  # no token
+    assert code == grpc.StatusCode.UNAUTHENTICATED

@@ -1,0 +1,144 @@
+"""Form validation: field paths in BadRequest, the procedures' own rules, computed 認定区分."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import grpc
+import pytest
+from onestop.application.v1 import application_pb2 as pb
+
+from server.application.catalogue import BY_CODE
+from server.application.forms import certification_class, check_form
+from server.errors import InvalidArgument
+from server.ids import new_id
+from tests.application.support import CERT, child_allowance_form, refused
+
+TODAY = date(2026, 12, 3)
+
+
+def violations(code: str, form: dict, *, complete: bool = True) -> dict[str, str]:
+    with pytest.raises(InvalidArgument) as caught:
+        check_form(BY_CODE[code], form, complete=complete, today=TODAY)
+    assert caught.value.reason == "FORM_INVALID"
+    return {v.field: v.description for v in caught.value.violations}
+
+
+def test_child_allowance_form_passes_and_normalises_kana():
+    form = check_form(BY_CODE[CERT], child_allowance_form(), complete=True, today=TODAY)
+    assert form["payment_account"]["holder_kana"] == "ヤマダ\u3000ハナコ"  # half-width folded to full-width
+
+
+def test_nested_and_repeated_paths_are_named():
+    form = child_allowance_form()
+    form["children"][1]["birth_date"] = "2023-02-30"
+    form["children"][0]["relationship"] = "cousin"
+    form["claimant"]["phone"] = "not a phone"
+    form["claimant"]["extra"] = 1
+    del form["payment_account"]["account_number"]
+    found = violations(CERT, form)
+    assert set(found) == {"form.children[1].birth_date", "form.children[0].relationship", "form.claimant.phone",
+                          "form.claimant.extra", "form.payment_account.account_number"}
+    assert found["form.payment_account.account_number"] == "required"
+
+
+def test_draft_is_checked_for_shape_only():
+    assert check_form(BY_CODE[CERT], {"claimant": {"name": "山田"}}, complete=False, today=TODAY) == {
+        "claimant": {"name": "山田"}}
+    assert set(violations(CERT, {"claimant": {"birth_date": 19900410}}, complete=False)) == {
+        "form.claimant.birth_date"}
+
+
+def test_account_must_be_in_the_claimants_own_name():
+    form = child_allowance_form(payment_account={"bank_code": "0001", "branch_code": "123",
+                                                 "account_type": "ordinary", "account_number": "1234567",
+                                                 "holder_kana": "ヤマダ タロウ"})
+    assert set(violations(CERT, form)) == {"form.payment_account.holder_kana"}
+
+
+def test_children_rules():
+    form = child_allowance_form()
+    form["children"][0]["lives_with_claimant"] = False
+    form["children"][1]["birth_date"] = "2027-01-01"
+    assert set(violations(CERT, form)) == {"form.children[0].address", "form.children[1].birth_date"}
+    assert set(violations(CERT, child_allowance_form(children=[]))) == {"form.children"}
+
+
+def nursery_form(birth: str, wants: bool, **overrides) -> dict:
+    form = {
+        "child": {"name": "山田 一郎", "name_kana": "やまだ いちろう", "birth_date": birth},
+        "guardian": {"name": "山田 花子", "name_kana": "ヤマダ ハナコ", "birth_date": "1990-04-10",
+                     "address": "東京都千代田区千代田1-1", "relationship": "mother"},
+        "wants_childcare": wants,
+        "period": {"start_date": "2027-04-01", "end_date": "2028-03-31"},
+        "facility_preferences": [{"facility_name": "千代田保育園"}, {"facility_name": "神田こども園"}],
+        "tax_data_consent": True,
+    }
+    if wants:
+        form.update(care_reason="employment", days=["mon", "tue", "wed", "thu", "fri"],
+                    hours={"start_time": "08:30", "end_time": "17:30"})
+    form.update(overrides)
+    return form
+
+
+def test_childcare_class_is_computed_not_asked():
+    code = "childcare.certification"
+    assert check_form(BY_CODE[code], nursery_form("2022-06-01", True), complete=True,
+                      today=TODAY)["certification_class"] == "2"
+    assert check_form(BY_CODE[code], nursery_form("2022-06-01", False), complete=True,
+                      today=TODAY)["certification_class"] == "1"
+    assert check_form(BY_CODE[code], nursery_form("2025-06-01", True), complete=True,
+                      today=TODAY)["certification_class"] == "3"
+    # A value sent by the caller is ignored: the server decides.
+    sent = nursery_form("2025-06-01", True, certification_class="1")
+    assert check_form(BY_CODE[code], sent, complete=True, today=TODAY)["certification_class"] == "3"
+    assert set(violations(code, nursery_form("2025-06-01", False))) == {"form.wants_childcare"}
+    missing = nursery_form("2022-06-01", True)
+    del missing["days"], missing["hours"]
+    assert set(violations(code, missing)) == {"form.days", "form.hours"}
+    late = nursery_form("2022-06-01", True, hours={"start_time": "18:00", "end_time": "09:00"})
+    assert set(violations(code, late)) == {"form.hours.end_time"}
+    # Age is taken on the first day of the wished period: three on 2027-04-01.
+    assert certification_class(date(2024, 4, 1), date(2027, 4, 1), True) == "2"
+    assert certification_class(date(2024, 4, 2), date(2027, 4, 1), True) == "3"
+
+
+def pregnancy_form(**overrides) -> dict:
+    form = {
+        "pregnant_person": {"name": "山田 花子", "name_kana": "ヤマダ ハナコ", "birth_date": "1990-04-10",
+                            "address": "東京都千代田区千代田1-1"},
+        "weeks_of_pregnancy": 10, "expected_delivery_date": "2027-06-26", "first_birth": True,
+        "diagnosed_by": {"kind": "doctor", "name": "佐藤 医師", "facility_name": "千代田クリニック",
+                         "diagnosis_date": "2026-11-30"},
+    }
+    form.update(overrides)
+    return form
+
+
+def test_pregnancy_notification_rules():
+    code = "maternal_child_health.pregnancy_notification"
+    assert check_form(BY_CODE[code], pregnancy_form(), complete=True, today=TODAY)["first_birth"] is True
+    assert set(violations(code, pregnancy_form(expected_delivery_date="2027-01-10"))) == {
+        "form.expected_delivery_date"}
+    assert set(violations(code, pregnancy_form(weeks_of_pregnancy=50))) == {"form.weeks_of_pregnancy"}
+    assert set(violations(code, pregnancy_form(weeks_of_pregnancy="10"))) == {"form.weeks_of_pregnancy"}
+    bad_doctor = pregnancy_form(diagnosed_by={"kind": "nurse", "name": "x", "facility_name": "y",
+                                              "diagnosis_date": "2026-12-31"})
+    assert set(violations(code, bad_doctor)) == {"form.diagnosed_by.kind"}
+
+
+async def test_create_draft_refuses_bad_form_naming_the_field(platform, applicant):
+    form = child_allowance_form()
+    form["children"][1]["birth_date"] = "yesterday"
+    code, reason, fields = await refused(applicant.stub.CreateDraft(pb.CreateDraftRequest(
+        request_id=new_id("rq"), procedure_code=CERT, form_json=json.dumps(form)), metadata=applicant.md))
+    assert (code, reason, fields) == (grpc.StatusCode.INVALID_ARGUMENT, "FORM_INVALID", ["form.children[1].birth_date"])
+    code, _, fields = await refused(applicant.stub.CreateDraft(pb.CreateDraftRequest(
+        request_id=new_id("rq"), procedure_code=CERT, form_json="[1, 2]"), metadata=applicant.md))
+    assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["form_json"])
+    code, _, fields = await refused(applicant.stub.CreateDraft(pb.CreateDraftRequest(
+        procedure_code=CERT, form_json="{}"), metadata=applicant.md))
+    assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["request_id"])
+    async with platform.db.read() as tx:
+        assert await tx.scalar("SELECT COUNT(*) FROM applications") == 0
