@@ -6,11 +6,11 @@ from onestop.issuance.v1 import issuance_pb2 as pb
 
 from clients.kiosk import Printer
 from server.testing import holder
-from tests.issuance.kit import CHIYODA, kiosk, money, order, pdf_text, staff, stub
+from tests.issuance.kit import add_resident, CHIYODA, kiosk, money, order, pdf_text, staff, stub
 
 
 async def test_whole_transaction_issues_prints_charges_and_verifies(platform):
-    resident_id, card = await platform.add_resident(holder("山田 花子"), CHIYODA)
+    resident_id, card = await add_resident(platform, holder("山田 花子"), CHIYODA)
     k = kiosk(platform, "k-1", operator="seven")
     result = await k.transact(card, "1234", order(copies=2))
     assert result.refusal is None, result.refusal
