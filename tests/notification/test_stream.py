@@ -1,0 +1,104 @@
+"""StreamNotices: live delivery, resumption after a cut with no gap and no duplicate, across processes."""
+
+import asyncio
+from datetime import date
+
+from onestop.notification.v1 import notification_pb2 as pb
+from onestop.notification.v1 import notification_pb2_grpc as pb_grpc
+
+from server import app
+from server import testing
+from tests.notification.support import LG, add_card_holder, add_person, everyone, public, staff
+
+WAIT = 10  # seconds: an upper bound for a delivery to arrive, never a sleep
+
+
+async def _send(stub, request_id: str, title: str, audience=None):
+    return await stub.SendNotice(pb.SendNoticeRequest(request_id=request_id, municipality_code=LG, title=title,
+                                                      body="{name} 様", audience=audience or everyone()))
+
+
+async def _take(call, n: int) -> list[pb.Notice]:
+    got = []
+    async def read():
+        async for message in call:
+            got.append(message.notice)
+            if len(got) == n:
+                return
+    await asyncio.wait_for(read(), WAIT)
+    return got
+
+
+async def test_stream_replays_then_delivers_live_then_resumes_without_gap_or_duplicate(platform):
+    me, meta = await add_card_holder(platform, "住民 A")
+    other = await add_person(platform, "住民 B", date(1980, 1, 1))
+    stub = staff(platform)
+    await _send(stub, "st-1", "one")
+    await _send(stub, "st-2", "only B", pb.Audience(residents=pb.Audience.Residents(resident_ids=[other])))
+    resident = public(platform)
+
+    call = resident.StreamNotices(pb.StreamNoticesRequest(after_cursor=0), metadata=meta)
+    first = await _take(call, 1)
+    assert [n.title for n in first] == ["one"]  # replay: only the caller's own notices
+    await _send(stub, "st-3", "two")            # live
+    second = await _take(call, 1)
+    assert [n.title for n in second] == ["two"]
+    call.cancel()                               # the connection is cut...
+
+    await _send(stub, "st-4", "three")          # ...and notices keep coming meanwhile
+    await _send(stub, "st-5", "four")
+    resumed = resident.StreamNotices(pb.StreamNoticesRequest(after_cursor=second[-1].cursor), metadata=meta)
+    rest = await _take(resumed, 2)
+    await _send(stub, "st-6", "five")
+    rest += await _take(resumed, 1)
+    resumed.cancel()
+    titles = [n.title for n in first + second + rest]
+    assert titles == ["one", "two", "three", "four", "five"]
+    cursors = [n.cursor for n in first + second + rest]
+    assert cursors == sorted(set(cursors))
+
+
+async def test_notice_sent_through_process_a_reaches_subscriber_on_process_b(platform):
+    me, meta = await add_card_holder(platform, "住民 A")
+    second = await app.start(platform.settings, clock=platform.clock, port=0)
+    b = testing.TestPlatform(pki=platform.pki, settings=platform.settings, clock=platform.clock, server=second)
+    try:
+        on_b = pb_grpc.NotificationServiceStub(b.channel())
+        box = await on_b.ListNotices(pb.ListNoticesRequest(), metadata=meta)
+        call = on_b.StreamNotices(pb.StreamNoticesRequest(after_cursor=box.latest_cursor), metadata=meta)
+        # make sure the subscription is live on B before sending on A
+        hub_b = second.platform.services["notification_hub"]
+        for _ in range(200):
+            if hub_b.subscriber_count:
+                break
+            await asyncio.sleep(0.01)
+        assert hub_b.subscriber_count == 1
+        sent = await _send(staff(platform), "x-1", "from A")
+        got = await _take(call, 1)
+        assert [(n.notice_id, n.title, n.body) for n in got] == [(sent.notice.notice_id, "from A", "住民 A 様")]
+        call.cancel()
+    finally:
+        await b.close()
+
+
+async def test_two_processes_scheduling_the_same_due_notice_send_it_once(platform):
+    for i in range(3):
+        await add_person(platform, f"住民 {i}", date(1980, 1, 1))
+    from google.protobuf.timestamp_pb2 import Timestamp
+    from datetime import timedelta
+    at = Timestamp()
+    at.FromDatetime(platform.clock.now() + timedelta(minutes=5))
+    sent = await staff(platform).SendNotice(pb.SendNoticeRequest(
+        request_id="sch-1", municipality_code=LG, title="t", body="{name}", audience=everyone(), send_at=at))
+    second = await app.start(platform.settings, clock=platform.clock, port=0)
+    try:
+        platform.clock.advance(minutes=6)
+        a = platform.server.platform.services["notification_scheduler"]
+        b = second.platform.services["notification_scheduler"]
+        counts = await asyncio.gather(a.send_due(), b.send_due(), a.send_due(), b.send_due())
+        assert sum(counts) == 1
+        async with platform.db.read() as tx:
+            assert await tx.scalar("SELECT count(*) FROM deliveries WHERE notice_id = ?",
+                                   (sent.notice.notice_id,)) == 3
+    finally:
+        await second.stop(grace=1)
