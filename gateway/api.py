@@ -49,7 +49,23 @@ class Operation:
         return [part[1:-1] for part in self.path.split("/") if part.startswith("{") and part.endswith("}")]
 
     def route(self) -> Route:
-        return Route(self.path, self.endpoint, methods=[self.method], name=self.operation_id)
+        endpoint = self.endpoint if self.public else _signed_in(self.endpoint)
+        return Route(self.path, endpoint, methods=[self.method], name=self.operation_id)
+
+
+def _signed_in(endpoint: Endpoint) -> Endpoint:
+    """Resident routes need a bearer token. Without one the server would see the gateway's own
+    certificate and answer 403; the phone's real problem is that it is not signed in (401)."""
+
+    async def guarded(request: Request) -> Response:
+        if not request.headers.get("authorization"):
+            raise GatewayError(401, "AUTHENTICATION_REQUIRED", "sign in first: Authorization: Bearer <token>",
+                               code=16)
+        return await endpoint(request)
+
+    guarded.__name__ = endpoint.__name__
+    guarded.__doc__ = endpoint.__doc__
+    return guarded
 
 
 def to_json(message: Message) -> dict[str, Any]:
@@ -166,10 +182,15 @@ def _parse_scalar(descriptor: FieldDescriptor, value: str) -> Any:
     return _SCALAR[descriptor.type](value)
 
 
-async def call(request: Request, method: Callable[..., Any], message: Message) -> Message:
+async def call(request: Request, method: Callable[..., Any], message: Message, *, anonymous: bool = False
+               ) -> Message:
     """Call a unary RPC with the phone's token and the request id; gRPC errors propagate (-> HTTP)."""
-    return await method(message, metadata=metadata(request), timeout=backend(request).timeout_s)
+    pairs = metadata(request)
+    if anonymous:
+        pairs = tuple(p for p in pairs if p[0] != "authorization")
+    return await method(message, metadata=pairs, timeout=backend(request).timeout_s)
 
 
-async def unary(request: Request, method: Callable[..., Any], message: Message, status_code: int = 200) -> Response:
-    return json_response(await call(request, method, message), status_code)
+async def unary(request: Request, method: Callable[..., Any], message: Message, status_code: int = 200, *,
+                anonymous: bool = False) -> Response:
+    return json_response(await call(request, method, message, anonymous=anonymous), status_code)

@@ -22,7 +22,7 @@ from gateway import openapi
 from gateway.api import Operation, json_response
 from gateway.backend import Backend, open_channel
 from gateway.errors import error_handlers
-from gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware, Stats
 from server.config import Settings
 
 RESOURCES = ("auth", "procedures", "applications", "notices", "certificates")
@@ -70,10 +70,11 @@ def create_app(settings: Settings, *, grpc_target: str | None = None) -> Starlet
         finally:
             await channel.close()
 
+    stats = Stats()
     app = Starlette(
         routes=[op.route() for op in ops],
         middleware=[
-            Middleware(RequestIdMiddleware),
+            Middleware(RequestIdMiddleware, stats=stats),
             Middleware(BodyLimitMiddleware, limit_for=_limit_for(ops, settings)),
         ],
         exception_handlers=error_handlers(),
@@ -81,5 +82,6 @@ def create_app(settings: Settings, *, grpc_target: str | None = None) -> Starlet
     )
     app.state.settings = settings
     app.state.operations = ops
+    app.state.stats = stats
     app.state.openapi = openapi.document(ops)
     return app

@@ -11,6 +11,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,11 +35,20 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+@dataclass
+class Stats:
+    """What the gateway is doing now (read by tests, graceful shutdown and operators)."""
+
+    in_flight: int = 0
+    served: int = 0
+
+
 class RequestIdMiddleware:
     """`X-Request-Id` from the phone (or a new one) -> scope state, context var, response header."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, stats: Stats | None = None) -> None:
         self.app = app
+        self.stats = stats or Stats()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,9 +70,12 @@ class RequestIdMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        self.stats.in_flight += 1
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            self.stats.in_flight -= 1
+            self.stats.served += 1
             # Ids and codes only: never bodies, tokens or query strings (a keyword may be a name).
             log.info("http", extra={"request_id": request_id, "method": scope["method"],
                                     "route": scope.get("route_name") or _route_path(scope),

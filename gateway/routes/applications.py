@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -132,11 +134,16 @@ async def upload_attachment(request: Request) -> Response:
     call = _stub(request).UploadAttachment(requests(), metadata=metadata(request), timeout=backend(request).timeout_s)
     try:
         response = await call
-    except grpc.aio.AioRpcError as error:
-        if failure and error.code() == grpc.StatusCode.CANCELLED:
+    except (grpc.aio.AioRpcError, asyncio.CancelledError) as error:
+        # A failing request iterator makes grpc cancel the call locally: awaiting it then raises
+        # CancelledError (or CANCELLED). Report the iterator's own failure instead.
+        ours = failure and (isinstance(error, asyncio.CancelledError) or error.code() == grpc.StatusCode.CANCELLED)
+        task = asyncio.current_task()
+        if ours and not (task is not None and task.cancelling()):
             if isinstance(failure[0], ClientDisconnect):
                 return Response(status_code=499)
             raise failure[0] from None
+        call.cancel()
         raise
     except BaseException:
         call.cancel()
