@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from onestop.issuance.v1 import issuance_pb2, issuance_pb2_grpc
@@ -89,7 +90,9 @@ class IssuanceServicer(issuance_pb2_grpc.IssuanceServiceServicer):
         principal = context.current().principal
         assert isinstance(principal, Machine) and principal.role == "kiosk"
         async for request in request_iterator:
-            yield await self._desk.handle(principal, request)
+            # A step that has started runs to its end even if the kiosk's line drops meanwhile: its
+            # answer is stored for the resend, and no database transaction is cut in the middle.
+            yield await asyncio.shield(asyncio.ensure_future(self._desk.handle(principal, request)))
 
     async def ApplyHonsekiUsage(self, request, context_):
         resident = authz.require_resident(context.current().principal)
