@@ -14,7 +14,7 @@ from pathlib import Path
 
 from clients.pki import DevPki, SoftwareCard
 from server.clock import to_epoch_ms
-from server.crypto.jpki import CardHolder
+from server.crypto.jpki import CardHolder, serial_text
 from server.db import Database
 from server.ids import new_id
 
@@ -69,8 +69,8 @@ async def enrol_resident(db: Database, holder: CardHolder, card: SoftwareCard, l
         await tx.execute(
             "INSERT INTO card_links (link_id, resident_id, auth_issuer, auth_serial, sign_issuer, sign_serial,"
             " linked_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (new_id("lnk"), resident_id, auth.issuer.rfc4514_string(), format(auth.serial_number, "x"),
-             sign.issuer.rfc4514_string(), format(sign.serial_number, "x"), now_ms),
+            (new_id("lnk"), resident_id, auth.issuer.rfc4514_string(), serial_text(auth.serial_number),
+             sign.issuer.rfc4514_string(), serial_text(sign.serial_number), now_ms),
         )
     return resident_id
 

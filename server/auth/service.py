@@ -84,8 +84,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def WhoAmI(self, request, context_):
         principal = context.current().principal
         if isinstance(principal, Resident):
-            async with self._p.db.read() as tx:
-                lgcode = await store.resident_municipality(tx, principal.resident_id)
+            lgcode = await store.resident_municipality(self._p.db, principal.resident_id)
             return auth_pb2.WhoAmIResponse(
                 kind=auth_pb2.CALLER_KIND_RESIDENT, resident_id=principal.resident_id, municipality_code=lgcode or ""
             )

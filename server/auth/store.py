@@ -38,8 +38,9 @@ async def linked_resident(tx: Tx, issuer: str, serial: str) -> str | None:
     )
 
 
-async def resident_municipality(tx: Tx, resident_id: str) -> str | None:
-    return await tx.scalar("SELECT municipality_code FROM residents WHERE resident_id = ?", (resident_id,))
+async def resident_municipality(db: Database, resident_id: str) -> str | None:
+    rows = await db.query("SELECT municipality_code FROM residents WHERE resident_id = ?", (resident_id,))
+    return rows[0][0] if rows else None
 
 
 async def insert_session(tx: Tx, row: dict) -> None:

@@ -194,9 +194,14 @@ class VerifiedCard:
 
     @property
     def serial_hex(self) -> str:
-        """Serial as lowercase hex, even length, no prefix."""
-        h = format(self.serial, "x")
-        return h if len(h) % 2 == 0 else "0" + h
+        """Serial as lowercase hex, even length, no prefix (the form card_links stores)."""
+        return serial_text(self.serial)
+
+
+def serial_text(serial: int) -> str:
+    """A certificate serial as stored and compared everywhere: lowercase hex, even length."""
+    text = format(serial, "x")
+    return text if len(text) % 2 == 0 else "0" + text
 
 
 def _aware(now: datetime) -> datetime:

@@ -6,6 +6,7 @@ CREATE TABLE challenges (
     expires_at_ms INTEGER NOT NULL,
     used_at_ms INTEGER
 ) WITHOUT ROWID;
+CREATE INDEX challenges_expiry ON challenges(expires_at_ms);
 
 -- Resident sessions. Tokens are stored only as SHA-256 hashes.
 CREATE TABLE sessions (
