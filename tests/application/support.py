@@ -117,6 +117,10 @@ class Applicant:
     token: str
     stub: pb_grpc.ApplicationServiceStub
 
+    async def sign_in_again(self, platform) -> None:
+        """A fresh session (after the test clock moved past the old one's life)."""
+        self.token = await platform.sign_in(self.card)
+
     @property
     def md(self):
         return bearer(self.token)
