@@ -1,15 +1,21 @@
-"""Live delivery: one shared poller per process wakes the local stream subscribers.
+"""Live delivery: one shared poller per process hands new inbox rows to the local stream subscribers.
 
 Nothing crosses processes in memory: the poller reads `deliveries` (seq > last seen) every
 POLL_SECONDS, so a notice written by any server process on the database reaches subscribers here.
-A local write pokes the poller to look at once. The poller only learns *who* has something new; each
-subscriber then reads its own inbox after its cursor, so resumption has no gap and no duplicate
-whatever the wake-ups.
+A local write pokes the poller to look at once. Per tick the poller runs two queries whatever the
+number of subscribers: the (seq, resident) pairs after its position, then the full rows of those
+that someone here subscribes to, which it queues on their subscriptions.
+
+No gap, no duplicate: a subscription is registered before its stream reads the inbox after its
+cursor from the database (catch-up), the poller queues every row after its own position for every
+registered subscriber, and the stream drops queued rows at or below its cursor. A subscriber that
+falls more than MAX_QUEUED rows behind is told to catch up from the database again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections import defaultdict
@@ -21,6 +27,7 @@ log = logging.getLogger("onestop.notification.hub")
 
 POLL_SECONDS = float(os.environ.get("ONESTOP_NOTIFICATION_POLL_MS", "200")) / 1000
 BATCH = 5000
+MAX_QUEUED = 1000
 
 
 class Subscription:
@@ -28,9 +35,26 @@ class Subscription:
         self.hub = hub
         self.resident_id = resident_id
         self.event = asyncio.Event()
+        self.rows: list = []
+        self.overflowed = False
 
-    async def wait(self) -> None:
+    def push(self, row) -> None:
+        if self.overflowed:
+            return
+        if len(self.rows) >= MAX_QUEUED:
+            self.rows.clear()
+            self.overflowed = True  # the stream re-reads the database after its cursor
+        else:
+            self.rows.append(row)
+        self.event.set()
+
+    async def next_batch(self) -> tuple[list, bool]:
+        """Wait for rows; returns (rows, must_catch_up)."""
         await self.event.wait()
+        self.event.clear()
+        rows, self.rows = self.rows, []
+        overflowed, self.overflowed = self.overflowed, False
+        return rows, overflowed
 
     def close(self) -> None:
         self.hub._unsubscribe(self)
@@ -42,6 +66,7 @@ class DeliveryHub:
         self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
         self._poke = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._starting = asyncio.Lock()
         self._last_seq = 0
 
     def poke(self) -> None:
@@ -54,11 +79,12 @@ class DeliveryHub:
 
     async def subscribe(self, resident_id: str) -> Subscription:
         sub = Subscription(self, resident_id)
-        if self._task is None or self._task.done():
-            async with self._db.read() as tx:
-                self._last_seq = await store.max_seq(tx)
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="notification-hub")
-        self._subscribers[resident_id].add(sub)
+        async with self._starting:
+            if self._task is None or self._task.done():
+                async with self._db.read() as tx:
+                    self._last_seq = await store.max_seq(tx)
+                self._task = asyncio.get_running_loop().create_task(self._run(), name="notification-hub")
+            self._subscribers[resident_id].add(sub)
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
@@ -85,12 +111,14 @@ class DeliveryHub:
     async def _poll(self) -> None:
         while True:
             async with self._db.read() as tx:
-                rows = await store.recipients_after(tx, self._last_seq, BATCH)
-            if not rows:
+                pairs = await store.recipients_after(tx, self._last_seq, BATCH)
+                wanted = [p["seq"] for p in pairs if p["resident_id"] in self._subscribers]
+                rows = await store.inbox_rows(tx, json.dumps(wanted)) if wanted else []
+            if not pairs:
                 return
-            self._last_seq = rows[-1]["seq"]
+            self._last_seq = pairs[-1]["seq"]
             for row in rows:
-                for sub in self._subscribers.get(row["resident_id"], ()):
-                    sub.event.set()
-            if len(rows) < BATCH:
+                for sub in tuple(self._subscribers.get(row["resident_id"], ())):
+                    sub.push(row)
+            if len(pairs) < BATCH:
                 return

@@ -394,17 +394,22 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
         if request.after_cursor < 0:
             raise InvalidArgument.field("after_cursor", "0 or a cursor received earlier")
         cursor = request.after_cursor
-        subscription = await self._hub.subscribe(resident.resident_id)
+        subscription = await self._hub.subscribe(resident.resident_id)  # before the catch-up read: no gap
         try:
+            catch_up = True
             while True:
-                subscription.event.clear()  # before reading: a wake-up during the read is kept
-                async with self._p.db.read() as tx:
-                    rows = await store.inbox_after(tx, resident.resident_id, cursor, STREAM_BATCH)
+                while catch_up:  # from the database, after the cursor
+                    async with self._p.db.read() as tx:
+                        rows = await store.inbox_after(tx, resident.resident_id, cursor, STREAM_BATCH)
+                    for row in rows:
+                        yield pb.StreamNoticesResponse(notice=_inbox(row))
+                        cursor = row["seq"]
+                    catch_up = len(rows) == STREAM_BATCH
+                rows, catch_up = await subscription.next_batch()
                 for row in rows:
-                    yield pb.StreamNoticesResponse(notice=_inbox(row))
-                    cursor = row["seq"]
-                if len(rows) < STREAM_BATCH:
-                    await subscription.wait()
+                    if row["seq"] > cursor:  # already sent by the catch-up otherwise
+                        yield pb.StreamNoticesResponse(notice=_inbox(row))
+                        cursor = row["seq"]
         finally:
             subscription.close()
 

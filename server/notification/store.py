@@ -157,7 +157,7 @@ async def cancel(tx: Tx, notice_id: str, now_ms: int) -> bool:
 # Inbox ---------------------------------------------------------------------------------------
 
 _INBOX = (
-    "SELECT d.seq, d.notice_id, d.title, d.body, d.delivered_at_ms, d.read_at_ms, n.category, n.link, n.survey,"
+    "SELECT d.seq, d.resident_id, d.notice_id, d.title, d.body, d.delivered_at_ms, d.read_at_ms, n.category, n.link, n.survey,"
     " n.municipality_code FROM deliveries d JOIN notices n ON n.notice_id = d.notice_id"
 )
 
@@ -173,6 +173,11 @@ async def inbox_page(tx: Tx, resident_id: str, limit: int, before_seq: int | Non
 async def inbox_after(tx: Tx, resident_id: str, after_seq: int, limit: int):
     return await tx.all(f"{_INBOX} WHERE d.resident_id = ? AND d.seq > ? ORDER BY d.seq LIMIT ?",
                         (resident_id, after_seq, limit))
+
+
+async def inbox_rows(tx: Tx, seqs_json: str):
+    """Full inbox rows by delivery seq (the stream hub's batch read)."""
+    return await tx.all(f"{_INBOX} WHERE d.seq IN (SELECT value FROM json_each(?)) ORDER BY d.seq", (seqs_json,))
 
 
 async def inbox_item(tx: Tx, resident_id: str, notice_id: str):
