@@ -273,13 +273,20 @@ async def link_card(tx: Tx, principal: Principal, trust: CardTrust, resident_id:
     auth_serial, sign_serial = auth.serial_hex, sign.serial_hex
     holders = await store.active_links_of_card(tx, auth.issuer, _serial_forms(auth.serial), sign.issuer,
                                                _serial_forms(sign.serial))
-    if any(h["resident_id"] != resident_id for h in holders):
-        raise AlreadyExists("CARD_ALREADY_LINKED", "this card is linked to another resident")
-    same = [h for h in holders if h["auth_serial"] in _serial_forms(auth.serial)
+    now_ms = to_epoch_ms(now)
+    others = [h for h in holders if h["resident_id"] != resident_id]
+    for other in others:
+        # A card follows its holder after a move: the link of a moved-out record (kept by the old
+        # municipality) ends when the new municipality links the card. Anyone else's link stands.
+        previous = await store.resident(tx, other["resident_id"])
+        if previous is None or previous["status"] != "moved_out":
+            raise AlreadyExists("CARD_ALREADY_LINKED", "this card is linked to another resident")
+    for other in others:
+        await store.end_link(tx, other["link_id"], now_ms)
+    same = [h for h in holders if h["resident_id"] == resident_id and h["auth_serial"] in _serial_forms(auth.serial)
             and h["sign_serial"] in _serial_forms(sign.serial)]
     if same:  # already linked to this resident: nothing to do
         return Linked(same[0]["link_id"], "")
-    now_ms = to_epoch_ms(now)
     ended = await store.end_links(tx, resident_id, now_ms)
     link_id = new_id("lnk")
     await store.insert_link(tx, {

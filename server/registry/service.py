@@ -123,7 +123,8 @@ def _position(token: str, key: str, kind: type) -> object | None:
     if position is None:
         return None
     value = position.get(key)
-    if not isinstance(value, kind):
+    if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and not 0 <= value <= 10_000) or (
+            kind is str and len(value) > 200):
         raise InvalidArgument.field("page_token", "not a token returned by this list")
     return value
 

@@ -126,3 +126,24 @@ def test_holder_matching_rules():
     assert holder_mismatches(record, CardHolder("山田 花子", "2", date(1990, 4, 10), "東京都千代田区千代田1-2")) == ["address"]
     assert holder_mismatches(record, CardHolder("山田 花", "1", date(1990, 4, 11), "x")) == [
         "name", "birth_date", "sex", "address"]
+
+
+async def test_card_follows_its_holder_after_a_move(platform):
+    """転出 from 千代田区, 転入 to 中央区: the new record takes the card; the old one is kept, moved out."""
+    await with_municipalities(platform)
+    chiyoda, chuo = stub(platform, CHIYODA), stub(platform, CHUO)
+    card = issue_card(platform.pki, holder(address="東京都中央区銀座1-1"), now=platform.clock.now())
+    old = await create(chiyoda, **{**HANAKO, "address": "東京都中央区銀座1-1"})
+    await chiyoda.LinkCard(link(old.resident_id, card))
+    new = await create(chuo, **{**HANAKO, "address": "東京都中央区銀座1-1", "lgcode": CHUO})
+    # while the old record is active the card stays where it is
+    await expect_error(chuo.LinkCard(link(new.resident_id, card)), grpc.StatusCode.ALREADY_EXISTS,
+                       "CARD_ALREADY_LINKED")
+    await chiyoda.RecordMove(pb.RecordMoveRequest(request_id=rid(), resident_id=old.resident_id,
+                                                  kind=pb.MOVE_KIND_MOVE_OUT, date="2026-12-01",
+                                                  destination="東京都中央区銀座1-1"))
+    await chuo.LinkCard(link(new.resident_id, card))
+    assert await active_links(platform, old.resident_id) == []
+    assert await who(platform, card) == new.resident_id
+    kept = await chiyoda.GetResident(pb.GetResidentRequest(resident_id=old.resident_id))
+    assert kept.resident.status == pb.RESIDENT_STATUS_MOVED_OUT and not kept.HasField("card_link")
