@@ -153,7 +153,7 @@ async def upsert_resident(tx: Tx, principal: Principal, fields: ResidentFields, 
         raise FailedPrecondition("HOUSEHOLD_OF_OTHER_MUNICIPALITY", "the household belongs to another municipality",
                                  problems)
     written = await write_resident(tx, fields, now, expected_version=expected_version or None, existing=existing)
-    log.info("resident written", extra={"resident_id": written.resident_id, "created": written.created})
+    log.info("resident written", extra={"resident_id": written.resident_id, "new_record": written.created})
     return written
 
 
@@ -508,6 +508,6 @@ async def import_rows(tx: Tx, lgcode: str, rows: list[tuple[int, ResidentFields]
             outcome.created += 1
         else:
             outcome.updated += 1
-    log.info("residents imported", extra={"municipality": lgcode, "created": outcome.created,
-                                          "updated": outcome.updated, "rejected": len(outcome.rejected)})
+    log.info("residents imported", extra={"municipality": lgcode, "rows_created": outcome.created,
+                                          "rows_updated": outcome.updated, "rows_rejected": len(outcome.rejected)})
     return outcome

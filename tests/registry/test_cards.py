@@ -147,3 +147,23 @@ async def test_card_follows_its_holder_after_a_move(platform):
     assert await who(platform, card) == new.resident_id
     kept = await chiyoda.GetResident(pb.GetResidentRequest(resident_id=old.resident_id))
     assert kept.resident.status == pb.RESIDENT_STATUS_MOVED_OUT and not kept.HasField("card_link")
+
+
+async def test_logs_carry_ids_never_the_holder_facts(platform, caplog):
+    import logging
+
+    await with_municipalities(platform)
+    registry = stub(platform)
+    card = issue_card(platform.pki, holder(), now=platform.clock.now())
+    with caplog.at_level(logging.INFO):
+        a = await create(registry, **{**HANAKO, "address": "東京都千代田区神田9-9"})
+        await expect_error(registry.LinkCard(link(a.resident_id, card)), FP, "CARD_HOLDER_MISMATCH")
+        b = await create(registry, **HANAKO)
+        await registry.LinkCard(link(b.resident_id, card))
+        await registry.ImportResidents(iter([pb.ImportResidentsRequest(
+            request_id=rid(), municipality_code=CHIYODA,
+            row=pb.ImportRow(row_number=2, name="秘密 太郎", birth_date="1970-01-01", sex=1, address="秘密の住所"))]))
+    text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "card holder mismatch" in text and a.resident_id in text
+    for secret in ("山田", "花子", "神田9-9", "千代田1-1", "1990-04-10", "秘密"):
+        assert secret not in text
