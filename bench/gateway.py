@@ -1,8 +1,8 @@
 """Ten concurrent 8 MiB photo uploads through the gateway, beside a bare Starlette discard handler.
 
 Three processes: the gRPC server (`python -m server serve`), the gateway (`python -m gateway`,
-uvicorn on uvloop) and the baseline (`bench/gateway_baseline.py`: Starlette reading the body and
-dropping it, same uvicorn settings). The harness (this process) signs a resident in through the
+uvicorn on uvloop) and the baseline (`python -m bench.gateway baseline PORT`: Starlette reading the
+body and dropping it, same uvicorn settings). The harness (this process) signs a resident in through the
 gateway with a software card, makes ten drafts, then posts ten multipart uploads of the same 8 MiB
 GPS-tagged JPEG at once over real sockets, to the gateway and then to the baseline.
 
@@ -11,7 +11,7 @@ each process's peak resident memory (VmHWM from /proc). The gateway's upload is 
 server also sniffs, strips EXIF/GPS by re-encoding and stores each photo before the gateway replies.
 A gateway that buffered whole files would show ~80 MiB more peak memory than the baseline.
 
-`python -m bench.gateway` prints the rows.
+`python -m bench.gateway` prints the rows (`python -m bench.gateway baseline PORT` serves the baseline).
 """
 
 from __future__ import annotations
@@ -30,19 +30,42 @@ import httpx
 import uvloop
 
 from bench.common import Row
-from clients.pki import DevPki, SoftwareCard
-from mobile_stub.app import MobileApp, child_allowance_form
-from mobile_stub.photos import jpeg_of_size
-from server.bootstrap import enrol_resident
-from server.db import Database
-from server.procs import REPO, free_port, spawn_server
-from server.testing import PASSWORD, PIN, holder
+
+# Kept light at import: `python -m bench.gateway baseline PORT` runs the bare handler from this module,
+# and what it imports counts in the baseline's memory. The harness imports the rest in measure().
+REPO = Path(__file__).resolve().parent.parent
 
 UPLOADS = 10
 PHOTO_BYTES = 8 * 1024 * 1024
 READY_TIMEOUT_S = 30.0
 UPLOAD_TIMEOUT_S = 300.0
-BASELINE = Path(__file__).with_name("gateway_baseline.py")
+
+
+def baseline_app():
+    """The baseline: a bare Starlette handler that reads the request body and discards it."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    async def discard(request: Request) -> Response:
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+        return JSONResponse({"received": received}, status_code=201)
+
+    async def ready(request: Request) -> Response:
+        return JSONResponse({})
+
+    return Starlette(routes=[Route("/upload", discard, methods=["POST"]), Route("/openapi.json", ready)])
+
+
+def serve_baseline(port: int) -> None:
+    """Same uvicorn settings as `python -m gateway`."""
+    import uvicorn
+
+    uvicorn.run(baseline_app(), host="127.0.0.1", port=port, loop="uvloop", http="h11", log_level="warning",
+                access_log=False)
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -59,8 +82,11 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def _card(pki: DevPki, now: datetime) -> SoftwareCard:
+def _card(pki, now: datetime):
     """A card whose serials have an even hex length (see the report: odd ones miss the card link)."""
+    from clients.pki import SoftwareCard
+    from server.testing import PASSWORD, PIN, holder
+
     for attempt in range(50):
         card = SoftwareCard.load(pki.issue_card(holder(), PIN, PASSWORD, f"bench-gw-{attempt}", now=now))
         if all(len(format(c.serial_number, "x")) % 2 == 0 for c in (card.auth_certificate, card.sign_certificate)):
@@ -68,7 +94,12 @@ def _card(pki: DevPki, now: datetime) -> SoftwareCard:
     raise RuntimeError("no usable card")
 
 
-async def _prepare(data: Path) -> SoftwareCard:
+async def _prepare(data: Path):
+    from clients.pki import DevPki
+    from server.bootstrap import enrol_resident
+    from server.db import Database
+    from server.testing import holder
+
     now = datetime.now(timezone.utc)
     pki = DevPki.ensure(data / "pki", now=now)
     card = _card(pki, now)
@@ -151,6 +182,11 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 
 async def measure() -> list[Row]:
+    from mobile_stub.app import MobileApp, child_allowance_form
+    from mobile_stub.photos import jpeg_of_size
+    from server.procs import free_port, spawn_server
+    from server.testing import PASSWORD, PIN
+
     photo = jpeg_of_size(PHOTO_BYTES)
     body, content_type = _multipart(photo)
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,7 +198,7 @@ async def measure() -> list[Row]:
             "ONESTOP_DATA_DIR": str(data), "ONESTOP_GRPC_PORT": str(server.port),
             "ONESTOP_GRPC_MTLS_PORT": str(server.mtls_port), "ONESTOP_HTTP_PORT": str(gateway_port),
             "ONESTOP_LOG_LEVEL": "WARNING"})
-        baseline = _spawn([str(BASELINE), str(baseline_port)], {})
+        baseline = _spawn(["-m", "bench.gateway", "baseline", str(baseline_port)], {})
         try:
             gateway_url, baseline_url = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{baseline_port}"
             await asyncio.gather(_wait_http(gateway_url, gateway), _wait_http(baseline_url, baseline))
@@ -207,6 +243,9 @@ def run() -> list[Row]:
 
 
 if __name__ == "__main__":
-    from bench.__main__ import print_table
+    if sys.argv[1:2] == ["baseline"]:
+        serve_baseline(int(sys.argv[2]))
+    else:
+        from bench.__main__ import print_table
 
-    print_table(run())
+        print_table(run())
