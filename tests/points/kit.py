@@ -141,3 +141,18 @@ async def ledger_sums(platform) -> tuple[int, int]:
         bad = await tx.scalar("SELECT COUNT(*) FROM points_accounts WHERE kind IN ('resident','holding')"
                               " AND (balance < 0 OR balance - pending < 0)")
     return total, bad
+
+
+def fresh_ledger(path) -> "sqlite3.Connection":
+    """A real SQLite file with the core, registry and points schema, opened as the batch writer does."""
+    import sqlite3
+
+    from server.db import discover_migrations, split_statements
+    from server.points.writer import connect
+
+    conn = connect(path)
+    for migration in discover_migrations(("core", "registry", "points")):
+        for statement in split_statements(migration.sql):
+            conn.execute(statement)
+    assert isinstance(conn, sqlite3.Connection)
+    return conn
