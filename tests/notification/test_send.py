@@ -7,7 +7,6 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from onestop.notification.v1 import notification_pb2 as pb
 
-from server.testing import bearer
 from tests.notification.support import (LG, OTHER_LG, add_card_holder, add_person, everyone, inbox, public, refused,
                                         staff)
 
