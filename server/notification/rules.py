@@ -128,12 +128,11 @@ async def run(tx: Tx, municipality_code: str, on: date, now_ms: int) -> list[Out
             outcomes.append(Outcome(rule.code, 0, 0, ""))
             continue
         notice_id = new_id("ntc")
+        households, params = await store.benefit_households_sql(tx, rule.program, municipality_code, on)
         fired = await tx.execute(
             "INSERT OR IGNORE INTO rule_firings (rule, subject_id, occasion, municipality_code, as_of, notice_id,"
-            " fired_at_ms) SELECT ?, b.household_id, ?, b.municipality_code, ?, ?, ? FROM benefit_households b"
-            " WHERE b.municipality_code = ? AND b.program = ? AND b.since <= ? AND (b.until IS NULL OR b.until >= ?)",
-            (rule.code, str(on.year), on.isoformat(), notice_id, now_ms, municipality_code, rule.program,
-             on.isoformat(), on.isoformat()),
+            f" fired_at_ms) SELECT ?, h.household_id, ?, ?, ?, ?, ? FROM ({households}) h",
+            (rule.code, str(on.year), municipality_code, on.isoformat(), notice_id, now_ms, *params),
         )
         delivered = 0
         if fired:

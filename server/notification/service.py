@@ -454,7 +454,8 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
                         if ages.age_in_months(date.fromisoformat(m["birth_date"]), on) < ages.ADULT_MONTHS]
             vaccinations = await store.vaccinations_of(tx, [me["resident_id"], *children])
             applications = await store.applications_of(tx, me["resident_id"])
-            benefits = await store.benefits_of(tx, me["household_id"], on.isoformat()) if me["household_id"] else []
+            benefits = (await store.benefits_of(tx, me["household_id"], me["municipality_code"], on)
+                        if me["household_id"] else [])
         return pb.GetSelfInformationResponse(
             self=_person(me), household_members=[_person(m) for m in members],
             vaccinations=[_vaccination(v) for v in vaccinations],

@@ -93,15 +93,13 @@ async def fan_out(tx: Tx, notice_id: str, municipality_code: str, audience: dict
         params = [notice_id, title, body, now_ms, municipality_code, earliest.isoformat(), latest.isoformat(), adult]
     elif kind == "benefit_recipients":
         title_sql, body_sql = render_sql("?", _NAME), render_sql("?", _NAME)
+        households, extra = await benefit_households_sql(tx, audience["program"], municipality_code, on)
         sql = (
             "INSERT OR IGNORE INTO deliveries (notice_id, resident_id, title, body, delivered_at_ms)"
-            f" SELECT ?, p.resident_id, {title_sql}, {body_sql}, ? FROM benefit_households b"
-            " JOIN residents p ON p.household_id = b.household_id"
-            " WHERE b.municipality_code = ? AND b.program = ? AND b.since <= ? AND (b.until IS NULL OR b.until >= ?)"
-            f" AND p.status IN {ACTIVE} AND p.birth_date <= ? GROUP BY p.resident_id"
+            f" SELECT ?, p.resident_id, {title_sql}, {body_sql}, ? FROM residents p"
+            f" WHERE p.household_id IN ({households}) AND p.status IN {ACTIVE} AND p.birth_date <= ?"
         )
-        params = [notice_id, title, body, now_ms, municipality_code, audience["program"], on.isoformat(),
-                  on.isoformat(), adult]
+        params = [notice_id, title, body, now_ms, *extra, adult]
     elif kind == "rule_children":  # parents of the children a rule fired for under this notice
         title_sql, body_sql = render_sql("?", _NAME_AND_CHILD), render_sql("?", _NAME_AND_CHILD)
         sql = (
@@ -222,11 +220,48 @@ async def household(tx: Tx, household_id: str) -> sqlite3.Row | None:
     return await tx.one("SELECT * FROM households WHERE household_id = ?", (household_id,))
 
 
-async def benefits_of(tx: Tx, household_id: str, on: str) -> list[str]:
-    rows = await tx.all(
-        "SELECT program FROM benefit_households WHERE household_id = ? AND since <= ? AND (until IS NULL OR until >= ?)"
-        " ORDER BY program", (household_id, on, on))
-    return [r[0] for r in rows]
+# Benefits derived from the application area's decided applications (when its table exists):
+# program -> (procedure granting it, procedure ending it). 児童扶養手当 has no certification procedure
+# in the catalogue, so it comes from benefit_households only.
+DERIVED_BENEFITS = {
+    "child_allowance": ("child_allowance.certification", "child_allowance.eligibility_loss"),
+    "nursery": ("childcare.certification", None),
+}
+
+
+async def _has_applications(tx: Tx) -> bool:
+    return bool(await tx.scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'applications'"))
+
+
+async def benefit_households_sql(tx: Tx, program: str, municipality_code: str, on: date) -> tuple[str, list]:
+    """A subquery of the household ids receiving `program` on `on`, and its parameters: the flags kept
+    here, plus households whose member had the granting application approved (and not a later
+    approved ending one)."""
+    sql = ("SELECT household_id FROM benefit_households WHERE municipality_code = ? AND program = ?"
+           " AND since <= ? AND (until IS NULL OR until >= ?)")
+    params: list = [municipality_code, program, on.isoformat(), on.isoformat()]
+    derived = DERIVED_BENEFITS.get(program)
+    if derived and await _has_applications(tx):
+        grant, end = derived
+        sql += (" UNION SELECT r.household_id FROM applications a JOIN residents r ON r.resident_id = a.resident_id"
+                " WHERE a.municipality_code = ? AND a.procedure_code = ? AND a.status = 'decided'"
+                " AND a.decision = 'approved' AND r.household_id IS NOT NULL")
+        params += [municipality_code, grant]
+        if end:
+            sql += (" AND NOT EXISTS (SELECT 1 FROM applications x WHERE x.resident_id = a.resident_id"
+                    " AND x.procedure_code = ? AND x.status = 'decided' AND x.decision = 'approved'"
+                    " AND x.decided_at_ms > a.decided_at_ms)")
+            params.append(end)
+    return sql, params
+
+
+async def benefits_of(tx: Tx, household_id: str, municipality_code: str, on: date) -> list[str]:
+    programs = []
+    for program in ("child_allowance", "child_rearing_allowance", "nursery"):
+        households, params = await benefit_households_sql(tx, program, municipality_code, on)
+        if await tx.scalar(f"SELECT 1 FROM ({households}) WHERE household_id = ?", (*params, household_id)):
+            programs.append(program)
+    return programs
 
 
 async def set_benefit(tx: Tx, household_id: str, program: str, municipality_code: str, since: str,
