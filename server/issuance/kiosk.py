@@ -9,6 +9,7 @@ register at the moment of issuance.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -232,9 +233,10 @@ class KioskDesk:
                     txn["challenge_id"], step.certificate, step.signature)
             except DomainError as error:
                 failure = error
-            if failure is not None:
-                async with self._p.db.read() as tx:  # a duplicate of this step may have won the nonce
-                    prior = await store.step(tx, kiosk.id, request.kiosk_transaction_id, request.step_id)
+            if failure is not None and failure.reason == "NONCE_REPLAYED":
+                # The same step resent after a dropped line, while its first attempt (on this or
+                # another server process) holds the nonce: wait for that attempt's stored answer.
+                prior = await self._await_step(kiosk.id, request.kiosk_transaction_id, request.step_id)
                 if prior is not None:
                     return self._replay(prior, digest)
 
@@ -255,6 +257,15 @@ class KioskDesk:
                 resident_id=signed.resident_id, municipality_code=holder["municipality_code"]))
 
         return await self._step(kiosk, request, digest, work)
+
+    async def _await_step(self, kiosk_id: str, ktid: str, step_id: str, *, attempts: int = 250):
+        for _ in range(attempts):
+            async with self._p.db.read() as tx:
+                prior = await store.step(tx, kiosk_id, ktid, step_id)
+            if prior is not None:
+                return prior
+            await asyncio.sleep(0.02)  # polling another attempt's progress, not waiting on the clock
+        return None
 
     # menu, order --------------------------------------------------------------------------------
 

@@ -86,11 +86,11 @@ def _render(c: CertificateContent) -> bytes:
     # Copy-warning background: a light repeated 「複製」 (stands out on a photocopy).
     pdf.saveState()
     pdf.setFillGray(0.92)
-    pdf.setFont(FONT, 26)
+    pdf.setFont(FONT, 44)
     pdf.translate(width / 2, height / 2)
     pdf.rotate(30)
-    for y in range(-900, 900, 70):
-        pdf.drawString(-700, y, "複製　" * 14)
+    for y in range(-800, 800, 130):
+        pdf.drawString(-650, y, "複製　　" * 5)
     pdf.restoreState()
 
     pdf.setFillGray(0)

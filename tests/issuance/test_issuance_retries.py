@@ -175,13 +175,18 @@ async def test_sign_in_is_bound_to_its_own_transaction(platform):
     assert offered[pb.CERTIFICATE_TYPE_SEAL_REGISTRATION] == (False, "NO_ACTIVE_SEAL", 300)
 
 
+async def _one_step(call):
+    await call.write(pb.KioskSessionRequest(kiosk_transaction_id="t", step_id="s", begin=pb.Begin()))
+    return await call.read()
+
+
 async def test_only_kiosks_open_a_session(platform):
-    anonymous = stub(platform).KioskSession()
-    await anonymous.write(pb.KioskSessionRequest(kiosk_transaction_id="t", step_id="s", begin=pb.Begin()))
-    await expect_error(anonymous.read(), grpc.StatusCode.UNAUTHENTICATED, "AUTHENTICATION_REQUIRED")
+    await expect_error(_one_step(stub(platform).KioskSession()), grpc.StatusCode.UNAUTHENTICATED,
+                       "AUTHENTICATION_REQUIRED")
     city = stub(platform, MachineIdentity("municipality", CHIYODA, {})).KioskSession()
-    await city.write(pb.KioskSessionRequest(kiosk_transaction_id="t", step_id="s", begin=pb.Begin()))
-    await expect_error(city.read(), grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED")
+    await expect_error(_one_step(city), grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED")
+    async with platform.db.read() as tx:
+        assert await tx.scalar("SELECT COUNT(*) FROM kiosk_transactions") == 0
 
 
 async def test_household_options_and_no_resident_code(platform):
