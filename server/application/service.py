@@ -17,8 +17,7 @@ from server.application import applications as rules
 from server.application import store
 from server.application.applications import Applications
 from server.application.blobs import HEIC, HEIC_SUPPORTED, IMAGE_TYPES, BlobStore, ImageUnreadable, clean_image, sniff
-from server.application.catalogue import (CATEGORIES, CONTENT_TYPES, FIELD_TYPES, LIFE_EVENTS, Field, Notice,
-                                          Procedure, Slot, matches)
+from server.application.catalogue import CONTENT_TYPES, Field, Notice, Procedure, Slot, matches
 from server.authz import ANYONE, RESIDENT, Machine, either, machine
 from server.clock import to_epoch_ms
 from server.convert import ts_ms

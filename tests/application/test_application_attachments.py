@@ -7,6 +7,7 @@ import hashlib
 import io
 
 import grpc
+import pytest
 from onestop.application.v1 import application_pb2 as pb
 from PIL import Image
 
@@ -162,3 +163,21 @@ async def test_metadata_must_come_first(platform, applicant):
     code, _, _ = await refused(applicant.stub.UploadAttachment(
         upload_messages(draft.application_id, jpeg_bytes())))  # no token
     assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_heic_photo_is_stored_as_clean_jpeg(platform, applicant):
+    pytest.importorskip("pillow_heif")
+    image = Image.new("RGB", (64, 48), (20, 120, 220))
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"
+    exif[0x8825] = {1: "N", 2: (35.0, 41.0, 22.0), 3: "E", 4: (139.0, 45.0, 10.0)}
+    out = io.BytesIO()
+    image.save(out, format="HEIF", exif=exif.tobytes())
+    draft = await applicant.draft()
+    reply = await applicant.upload(draft.application_id, out.getvalue(), content_type="image/heic",
+                                   filename="IMG_0002.HEIC")
+    assert reply.attachment.content_type == "image/jpeg"
+    path = platform.settings.blob_dir / reply.attachment.sha256[:2] / reply.attachment.sha256[2:4] / reply.attachment.sha256
+    with Image.open(path) as stored_image:
+        assert stored_image.format == "JPEG" and len(stored_image.getexif()) == 0
+    assert b"PhoneMaker" not in path.read_bytes()
