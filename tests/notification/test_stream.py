@@ -3,6 +3,8 @@
 import asyncio
 from datetime import date
 
+import grpc
+
 from onestop.notification.v1 import notification_pb2 as pb
 from onestop.notification.v1 import notification_pb2_grpc as pb_grpc
 
@@ -102,3 +104,40 @@ async def test_two_processes_scheduling_the_same_due_notice_send_it_once(platfor
                                    (sent.notice.notice_id,)) == 3
     finally:
         await second.stop(grace=1)
+
+
+async def test_a_notice_from_another_area_through_the_sink_reaches_the_stream(platform):
+    me, meta = await add_card_holder(platform, "住民 A")
+    call = public(platform).StreamNotices(pb.StreamNoticesRequest(after_cursor=0), metadata=meta)
+    hub = platform.server.platform.services["notification_hub"]
+    for _ in range(200):
+        if hub.subscriber_count:
+            break
+        await asyncio.sleep(0.01)
+    sink = platform.server.platform.services["notices"]
+    async with platform.db.write() as tx:
+        notice_id = await sink.send_to_resident(tx, resident_id=me, municipality_code=LG, title="申請を受理しました",
+                                                body="児童手当の認定請求を受理しました。", link="/applications/x",
+                                                dedupe_key="application:x:accepted")
+    got = await _take(call, 1)
+    assert [(n.notice_id, n.title, n.link, n.category) for n in got] == [
+        (notice_id, "申請を受理しました", "/applications/x", "application")]
+    call.cancel()
+
+
+async def test_stream_refuses_bad_cursor_and_machines(platform):
+    me, meta = await add_card_holder(platform, "住民 A")
+    call = public(platform).StreamNotices(pb.StreamNoticesRequest(after_cursor=-1), metadata=meta)
+    try:
+        async for _ in call:
+            raise AssertionError("no message expected")
+        raise AssertionError("the stream should have failed")
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    call = staff(platform).StreamNotices(pb.StreamNoticesRequest())
+    try:
+        async for _ in call:
+            raise AssertionError("no message expected")
+        raise AssertionError("the stream should have failed")
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
