@@ -41,7 +41,6 @@ def open_channel(settings: Settings, target: str) -> aio.Channel:
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.keepalive_time_ms", 60_000),
     ]
     if not settings.tls:
         return aio.insecure_channel(target, options=options)
