@@ -369,3 +369,39 @@ async def test_procedure_search_filters_and_pages(gateway):
     assert {s["slot"] for s in one.json()["procedure"]["attachmentSlots"]} >= {"health_insurance"}
     missing = await gateway.client.get("/v1/procedures/nothing.here")
     assert missing.status_code == 404
+
+
+async def test_a_declared_length_over_the_limit_is_refused_without_waiting_for_the_body(platform, served, resident):
+    """Only the headers are sent: the 413 comes back at once, no byte of the body is awaited."""
+    _, card = resident
+    async with served.phone(card, base_url=served.base_url) as phone:
+        await phone.sign_in()
+        application = await phone.create_child_allowance_claim()
+        host, port = served.base_url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write((f"POST /v1/applications/{application['applicationId']}/attachments HTTP/1.1\r\n"
+                      f"Host: {host}\r\nAuthorization: Bearer {phone.session['accessToken']}\r\n"
+                      f"X-Request-Id: too-big-1\r\n"
+                      f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {11 * MiB}\r\n\r\n").encode())
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 413 ")
+        assert b"x-request-id: too-big-1" in head.lower()
+        assert stored_files(platform) == []
+    await served.client.aclose()
+
+
+async def test_a_retried_upload_with_the_same_key_stores_one_attachment(platform, gateway, draft):
+    phone, application = draft
+    photo = jpeg_with_gps()
+    path = f"/v1/applications/{application['applicationId']}/attachments"
+    replies = []
+    for _ in range(2):
+        replies.append(await phone.client.post(path, data={"slot": "health_insurance", "size": str(len(photo))},
+                                               files={"file": ("p.jpg", photo, "image/jpeg")},
+                                               headers={**phone._headers(), "idempotency-key": "upload-once"}))
+    assert [r.status_code for r in replies] == [201, 201]
+    assert replies[0].json()["attachment"]["attachmentId"] == replies[1].json()["attachment"]["attachmentId"]
+    assert len((await phone.get(application["applicationId"]))["attachments"]) == 1
+    assert await attachment_rows(platform) == 1
