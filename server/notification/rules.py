@@ -79,6 +79,26 @@ CALENDAR_RULES: tuple[CalendarRule, ...] = (
 
 
 @dataclass(frozen=True)
+class ApplicationRule:
+    """Fires once per application of `procedure` once the municipality has accepted it (the
+    application area's table, read when it exists); the notice goes to the applicant."""
+
+    code: str
+    procedure: str
+    category: str
+    title: str
+    body: str
+
+
+# 母子保健: 妊婦健診の勧奨の通知, after the 妊娠の届出 is accepted.
+APPLICATION_RULES: tuple[ApplicationRule, ...] = (
+    ApplicationRule("pregnancy_checkup", "maternal_child_health.pregnancy_notification", "health",
+                    "妊婦健康診査のご案内",
+                    "{name} 様\n妊娠の届出を受け付けました。妊婦健康診査の受診票を使って、定期的に健診を受けましょう。"),
+)
+
+
+@dataclass(frozen=True)
 class Outcome:
     rule: str
     fired: int
@@ -141,5 +161,25 @@ async def run(tx: Tx, municipality_code: str, on: date, now_ms: int) -> list[Out
                 tx, notice_id=notice_id, municipality_code=municipality_code, category=rule.category,
                 title=rule.title, body=rule.body, audience={"kind": "rule_households", "rule": rule.code},
                 values={"deadline": f"{deadline.year}年{deadline.month}月{deadline.day}日"}, now_ms=now_ms, on=on)
+        outcomes.append(Outcome(rule.code, fired, delivered, notice_id if fired else ""))
+    has_applications = await tx.scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'applications'")
+    for rule in APPLICATION_RULES:
+        if not has_applications:
+            outcomes.append(Outcome(rule.code, 0, 0, ""))
+            continue
+        notice_id = new_id("ntc")
+        fired = await tx.execute(
+            "INSERT OR IGNORE INTO rule_firings (rule, subject_id, occasion, municipality_code, as_of, notice_id,"
+            " fired_at_ms) SELECT ?, a.application_id, 'accepted', a.municipality_code, ?, ?, ? FROM applications a"
+            " WHERE a.municipality_code = ? AND a.procedure_code = ? AND a.status IN ('accepted', 'decided')"
+            " AND a.decision <> 'rejected'",
+            (rule.code, on.isoformat(), notice_id, now_ms, municipality_code, rule.procedure),
+        )
+        delivered = 0
+        if fired:
+            delivered = await _notice_for(
+                tx, notice_id=notice_id, municipality_code=municipality_code, category=rule.category,
+                title=rule.title, body=rule.body, audience={"kind": "rule_applicants", "rule": rule.code},
+                values={}, now_ms=now_ms, on=on)
         outcomes.append(Outcome(rule.code, fired, delivered, notice_id if fired else ""))
     return outcomes

@@ -119,6 +119,16 @@ async def fan_out(tx: Tx, notice_id: str, municipality_code: str, audience: dict
             f" WHERE f.notice_id = ? AND p.status IN {ACTIVE} AND p.birth_date <= ? GROUP BY p.resident_id"
         )
         params = [notice_id, title, body, now_ms, notice_id, adult]
+    elif kind == "rule_applicants":  # the applicants of the applications a rule fired for
+        title_sql, body_sql = render_sql("?", _NAME), render_sql("?", _NAME)
+        sql = (
+            "INSERT OR IGNORE INTO deliveries (notice_id, resident_id, title, body, delivered_at_ms)"
+            f" SELECT ?, p.resident_id, {title_sql}, {body_sql}, ? FROM rule_firings f"
+            " JOIN applications a ON a.application_id = f.subject_id"
+            " JOIN residents p ON p.resident_id = a.resident_id"
+            f" WHERE f.notice_id = ? AND p.status IN {ACTIVE} GROUP BY p.resident_id"
+        )
+        params = [notice_id, title, body, now_ms, notice_id]
     else:
         raise ValueError(f"unknown audience kind {kind}")
     count = await tx.execute(sql, params)

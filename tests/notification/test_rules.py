@@ -92,3 +92,26 @@ async def test_run_rules_input_and_callers(platform):
                   grpc.StatusCode.PERMISSION_DENIED, "OTHER_MUNICIPALITY")
     await refused(public(platform).RunRules(pb.RunRulesRequest(request_id="q-4", municipality_code=LG),
                                             metadata=meta), grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED")
+
+
+async def test_pregnancy_checkup_notice_once_per_accepted_pregnancy_notification(platform):
+    async with platform.db.read() as tx:
+        if not await tx.scalar("SELECT 1 FROM sqlite_master WHERE name = 'applications'"):
+            import pytest
+            pytest.skip("the application area's tables are not there")
+    mother, meta = await add_card_holder(platform, "妊婦 さん")
+    other = await add_person(platform, "提出 のみ", date(1992, 1, 1))
+    async with platform.db.write() as tx:
+        for app_id, resident, status in (("app_p1", mother, "accepted"), ("app_p2", other, "submitted")):
+            await tx.execute(
+                "INSERT INTO applications (application_id, resident_id, municipality_code, procedure_code, status,"
+                " version, form_json, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, 1, '{}', 1, 1)",
+                (app_id, resident, LG, "maternal_child_health.pregnancy_notification", status))
+    stub = staff(platform)
+    first = await stub.RunRules(pb.RunRulesRequest(request_id="pr-1", municipality_code=LG))
+    assert _fired(first).get("pregnancy_checkup") == 1
+    second = await stub.RunRules(pb.RunRulesRequest(request_id="pr-2", municipality_code=LG))
+    assert "pregnancy_checkup" not in _fired(second)
+    box = await inbox(platform, meta)
+    assert [n.title for n in box.notices] == ["妊婦健康診査のご案内"]
+    assert box.notices[0].body.startswith("妊婦 さん 様\n")

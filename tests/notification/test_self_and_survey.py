@@ -27,6 +27,18 @@ async def test_self_information_shows_own_household_and_vaccinations_only(platfo
     assert [(v.resident_id, v.vaccine, v.dose, v.given_on) for v in mine.vaccinations] == [
         (child, "hib", 1, "2026-09-20")]
     assert list(mine.benefits) == [pb.BENEFIT_PROGRAM_CHILD_ALLOWANCE]
+    async with platform.db.write() as tx:
+        has_applications = await tx.scalar("SELECT 1 FROM sqlite_master WHERE name = 'applications'")
+        if has_applications:
+            for app_id, resident in (("app_mine", me), ("app_theirs", neighbour)):
+                await tx.execute(
+                    "INSERT INTO applications (application_id, resident_id, municipality_code, procedure_code, status,"
+                    " version, form_json, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, 'submitted', 1, '{}', 1, 5)",
+                    (app_id, resident, LG, "child_allowance.certification"))
+    if has_applications:  # only the caller's own application, as the application area's table has it
+        mine = await public(platform).GetSelfInformation(pb.GetSelfInformationRequest(), metadata=meta)
+        assert [(a.application_id, a.procedure, a.status) for a in mine.applications] == [
+            ("app_mine", "child_allowance.certification", "submitted")]
     theirs = await public(platform).GetSelfInformation(pb.GetSelfInformationRequest(), metadata=n_meta)
     assert theirs.self.resident_id == neighbour and not theirs.household_members
     assert [v.vaccine for v in theirs.vaccinations] == ["influenza"] and not theirs.benefits
