@@ -127,3 +127,25 @@ async def test_an_unknown_verification_code_is_unknown_publicly(gateway):
     assert reply.json()["status"] == "VERIFICATION_STATUS_UNKNOWN"
     too_long = await gateway.client.get("/v1/certificates/" + "X" * 300)
     assert too_long.status_code == 400
+
+
+async def test_a_printed_certificate_verifies_as_genuine_through_the_gateway(platform, gateway):
+    """A kiosk issues a 住民票の写し (the issuance area's test kit drives it); anyone verifies its code."""
+    from tests.issuance.kit import CHIYODA, kiosk, order
+    from tests.issuance.kit import add_resident as add_kiosk_resident
+
+    _, card = await add_kiosk_resident(platform, holder("山田 花子"), CHIYODA)
+    result = await kiosk(platform, "k-1", operator="seven").transact(card, "1234", order(copies=1))
+    assert result.refusal is None, result.refusal
+    document = result.documents[0]
+    reply = await gateway.client.get(f"/v1/certificates/{document.verification_code}")
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["status"] == "VERIFICATION_STATUS_GENUINE"
+    assert body["certificateType"] == "CERTIFICATE_TYPE_RESIDENT_RECORD"
+    assert body["municipalityCode"] == CHIYODA and body["serial"] == document.serial
+    assert "山田" not in reply.text  # it reveals nothing about the person
+    # A phone's token changes nothing about the public answer.
+    with_token = await gateway.client.get(f"/v1/certificates/{document.verification_code}",
+                                          headers={"authorization": "Bearer whatever"})
+    assert with_token.json() == body
