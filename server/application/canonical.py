@@ -6,7 +6,7 @@
     {
       "application_id": "...",
       "attachments": [ {"content_type": "...", "sha256": "<hex>", "size": <int>, "slot": "..."}, ... ]
-                     (sorted by slot, then sha256),
+                     (sorted by slot, sha256, size, content_type),
       "form": { ...the normalised form data... },
       "format": "onestop.application.submission.v1",
       "municipality_code": "<lgcode>",
@@ -40,7 +40,7 @@ def submission_bytes(*, application_id: str, procedure_code: str, municipality_c
     items = sorted(
         ({"slot": a["slot"], "sha256": a["sha256"], "size": int(a["size"]), "content_type": a["content_type"]}
          for a in attachments),
-        key=lambda a: (a["slot"], a["sha256"]),
+        key=lambda a: (a["slot"], a["sha256"], a["size"], a["content_type"]),
     )
     return canonical_json({
         "application_id": application_id,

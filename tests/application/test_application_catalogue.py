@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 from onestop.application.v1 import application_pb2 as pb
 from onestop.application.v1 import application_pb2_grpc as pb_grpc
+from onestop.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from server.application.catalogue import BY_CODE, NATIONAL, fold
 from server.ids import new_id
@@ -128,3 +129,34 @@ async def test_municipality_switches_off_and_adds_its_own(platform):
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert {"procedure.code", "procedure.title", "procedure.form_fields[0].fields"} <= set(fields)
     assert "child_allowance.certification" in BY_CODE  # the national one is untouched
+
+
+async def test_drafts_only_for_offered_and_started_procedures(platform):
+    from tests.application.support import make_applicant
+
+    applicant = await make_applicant(platform)
+    staff = pb_grpc.ApplicationServiceStub(platform.municipality(LG))
+    await staff.SetProcedureEnabled(pb.SetProcedureEnabledRequest(
+        request_id=new_id("rq"), municipality_code=LG, procedure_code="child_allowance.donation", enabled=False))
+    future = pb.Procedure(
+        code="local.future", category=pb.PROCEDURE_CATEGORY_OTHER, title="来年度からの手続", start_month="2027-04",
+        form_fields=[pb.FormField(name="note", label="備考", type=pb.FIELD_TYPE_TEXT)])
+    await staff.CreateLocalProcedure(pb.CreateLocalProcedureRequest(request_id=new_id("rq"), municipality_code=LG,
+                                                                    procedure=future))
+    code, reason, _ = await refused(applicant.draft({}, procedure="child_allowance.donation"))
+    assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "PROCEDURE_NOT_FOUND")
+    code, reason, _ = await refused(applicant.draft({}, procedure="local.future"))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PROCEDURE_NOT_STARTED")
+    # From its start month on, the local procedure takes drafts, checked against its own schema.
+    platform.clock.advance(days=130)
+    await auth_pb2_grpc.AuthServiceStub(platform.operator()).SubmitRevocationList(auth_pb2.SubmitRevocationListRequest(
+        request_id=new_id("rq"), crl=platform.pki.refresh_crl(now=platform.clock.now())))  # a current CRL
+    await applicant.sign_in_again(platform)
+    code, reason, fields = await refused(applicant.draft({"note": 5}, procedure="local.future"))
+    assert (code, reason, fields) == (grpc.StatusCode.INVALID_ARGUMENT, "FORM_INVALID", ["form.note"])
+    draft = await applicant.draft({"note": "よろしくお願いします"}, procedure="local.future")
+    assert draft.status == pb.APPLICATION_STATUS_DRAFT and draft.procedure_title == "来年度からの手続"
+    # Switching the national procedure back on makes it available again.
+    await staff.SetProcedureEnabled(pb.SetProcedureEnabledRequest(
+        request_id=new_id("rq"), municipality_code=LG, procedure_code="child_allowance.donation", enabled=True))
+    assert (await applicant.draft({}, procedure="child_allowance.donation")).status == pb.APPLICATION_STATUS_DRAFT
