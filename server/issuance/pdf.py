@@ -36,11 +36,20 @@ def _ensure_font() -> None:
 
 
 class RenderStats:
-    """perf_counter accumulators: how much server time PDFs take (read by bench/issuance.py)."""
+    """perf_counter accumulators: how much server time PDFs take. With ONESTOP_PDF_STATS_FILE set
+    (bench/issuance.py does), each render rewrites "<seconds> <count>" there, so a benchmark can read
+    a server process's figures."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.count = 0
+        self.path = os.environ.get("ONESTOP_PDF_STATS_FILE")
+
+    def add(self, seconds: float) -> None:
+        self.seconds += seconds
+        self.count += 1
+        if self.path:
+            Path(self.path).write_text(f"{self.seconds:.6f} {self.count}")
 
     def reset(self) -> None:
         self.seconds, self.count = 0.0, 0
@@ -72,8 +81,7 @@ def render(content: CertificateContent) -> bytes:
     try:
         return _render(content)
     finally:
-        STATS.seconds += time.perf_counter() - started
-        STATS.count += 1
+        STATS.add(time.perf_counter() - started)
 
 
 def _render(c: CertificateContent) -> bytes:
