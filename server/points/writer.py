@@ -151,8 +151,8 @@ class BatchWriter:
         self._queue.append(job)
         if self._drain is None or self._drain.done():
             self._drain = asyncio.create_task(self._run())
-        # Shielded: a caller that gives up does not cancel the batch its job is in.
-        outcome: Outcome = await asyncio.shield(job.future)
+        # A caller that gives up cancels only its own future: the job still runs with its batch.
+        outcome: Outcome = await job.future
         if outcome.error is not None:
             raise outcome.error
         return outcome.response

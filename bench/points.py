@@ -1,0 +1,154 @@
+"""Points ledger throughput: transfers per second with 50 concurrent clients over real gRPC.
+
+Measured in the same run, on the same machine:
+  (a) a naive loop, one aiosqlite transaction per transfer (the same rows written), 50 tasks;
+  (b) a bare grpc.aio unary echo on uvloop (bench.harness.EchoServer), 50 clients;
+and the ledger's own group-committing writer in-process (no network), to show what the write path
+can take apart from the RPC stack. `python -m bench.points` prints the rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import grpc
+import uvloop
+from onestop.points.v1 import points_pb2 as pb
+from onestop.points.v1 import points_pb2_grpc
+
+from bench.common import Row
+from bench.harness import EchoServer, drive, unary_echo
+from clients.pki import DevPki
+from server.clock import SystemClock, to_epoch_ms
+from server.crypto.machine import MachineIdentity
+from server.db import Database
+from server.points import ledger
+from server.points.writer import BatchWriter
+from server.procs import spawn_server
+from server.testing import client_credentials
+
+CONCURRENCY = 50
+SECONDS = 3.0
+LG = "131016"
+MYKEYS = [f"BENCH{i:03d}" for i in range(CONCURRENCY)]
+
+
+async def prepare(data: Path) -> DevPki:
+    pki = DevPki.ensure(data / "pki", now=datetime.now(timezone.utc))
+    db = await Database(data / "onestop.db").open()
+    async with db.write() as tx:
+        await tx.execute("INSERT OR IGNORE INTO municipalities (code, prefecture, name, name_kana) VALUES (?, '', '', '')",
+                         (LG,))
+        for i, mykey in enumerate(MYKEYS):
+            await tx.execute("INSERT INTO residents (resident_id, municipality_code, name, birth_date, sex, address,"
+                             " updated_at_ms) VALUES (?, ?, 'bench', '1990-01-01', '1', 'bench', 0)", (f"res_{i}", LG))
+            await tx.execute("INSERT INTO mykeys (mykey_id, resident_id, auth_issuer, auth_serial, created_at_ms)"
+                             " VALUES (?, ?, 'CN=bench', ?, 0)", (mykey, f"res_{i}", f"{i:04x}"))
+    await db.close()
+    return pki
+
+
+async def naive(data: Path) -> float:
+    """Baseline (a): the same writes, one BEGIN IMMEDIATE ... COMMIT per transfer."""
+    db = await Database(data / "naive.db").open()
+    async with db.write() as tx:
+        await tx.execute("INSERT INTO points_accounts (account_id, kind, owner, municipality_code) VALUES"
+                         " (1, 'issuance', '', ?)", (LG,))
+        for i, mykey in enumerate(MYKEYS):
+            await tx.execute("INSERT INTO mykeys VALUES (?, ?, 'CN=bench', ?, 0, NULL)", (mykey, f"res_{i}", str(i)))
+            await tx.execute("INSERT INTO points_accounts (account_id, kind, owner, municipality_code) VALUES"
+                             " (?, 'resident', ?, ?)", (i + 2, mykey, LG))
+    counter = iter(range(10**9))
+
+    async def transfer(i: int) -> None:
+        n = next(counter)
+        now = to_epoch_ms(datetime.now(timezone.utc))
+        async with db.write() as tx:
+            if await tx.one("SELECT 1 FROM points_requests WHERE caller='b' AND method='g' AND request_id=?",
+                            (str(n),)):
+                return
+            await tx.execute("UPDATE points_accounts SET balance = balance - 1 WHERE account_id = 1")
+            await tx.execute("UPDATE points_accounts SET balance = balance + 1 WHERE account_id = ?", (i + 2,))
+            await tx.execute("INSERT INTO points_transfers (transfer_id, debit_account_id, credit_account_id, amount,"
+                             " code, created_at_ms) VALUES (?, 1, ?, 1, 'grant', ?)", (f"t{n}", i + 2, now))
+            await tx.execute("INSERT INTO points_lots (account_id, amount, remaining, granted_at_ms, expires_at_ms)"
+                             " VALUES (?, 1, 1, ?, ?)", (i + 2, now, now + 1))
+            await tx.execute("INSERT INTO points_requests VALUES ('b', 'g', ?, x'00', 0, x'00', ?)", (str(n), now))
+
+    result = await drive(transfer, concurrency=CONCURRENCY, seconds=SECONDS)
+    await db.close()
+    return result.per_second
+
+
+async def writer_in_process(data: Path) -> tuple[float, float]:
+    """The batch writer alone (no RPC): transfers/s and the mean batch size."""
+    db = await Database(data / "writer.db").open()
+    async with db.write() as tx:
+        for i, mykey in enumerate(MYKEYS):
+            await tx.execute("INSERT INTO mykeys VALUES (?, ?, 'CN=bench', ?, 0, NULL)", (mykey, f"res_{i}", str(i)))
+    await db.close()
+    writer = BatchWriter(data / "writer.db", SystemClock())
+    counter = iter(range(10**9))
+
+    async def transfer(i: int) -> None:
+        request = pb.GrantPointsRequest(request_id=f"w{next(counter)}", municipality_code=LG, mykey_id=MYKEYS[i],
+                                        amount=1)
+        await writer.submit(("bench", "Grant", request.request_id), request, pb.GrantPointsResponse,
+                            lambda conn, now: ledger.grant(conn, now, LG, MYKEYS[i], 1))
+
+    result = await drive(transfer, concurrency=CONCURRENCY, seconds=SECONDS)
+    writer.close()
+    return result.per_second, writer.jobs / max(writer.batches, 1)
+
+
+async def measure() -> list[Row]:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        pki = await prepare(data)
+        with EchoServer(data / "pki") as echo:
+            async with echo.channel() as channel:
+                call = unary_echo(channel)
+                echo_result = await drive(lambda i: call(b"x" * 32), concurrency=CONCURRENCY, seconds=SECONDS)
+        naive_rate = await naive(data)
+        writer_rate, mean_batch = await writer_in_process(data)
+        server = await spawn_server(data, env={"ONESTOP_LOG_LEVEL": "WARNING"})
+        try:
+            credentials = client_credentials(pki, MachineIdentity("municipality", LG, {}))
+            async with grpc.aio.secure_channel(server.target(machine=True), credentials) as channel:
+                stub = points_pb2_grpc.PointsServiceStub(channel)
+                counter = iter(range(10**9))
+                started = time.perf_counter()
+
+                async def grant(i: int) -> None:
+                    await stub.GrantPoints(pb.GrantPointsRequest(
+                        request_id=f"g{next(counter)}", municipality_code=LG, mykey_id=MYKEYS[i], amount=1))
+
+                grpc_result = await drive(grant, concurrency=CONCURRENCY, seconds=SECONDS)
+                assert time.perf_counter() - started < 60
+        finally:
+            server.terminate()
+    echo_rate = echo_result.per_second
+    rate = grpc_result.per_second
+    note = f"p50 {grpc_result.median_ms:.1f} ms p99 {grpc_result.percentile(99):.1f} ms"
+    return [
+        Row("points transfers over gRPC (GrantPoints, 50 clients)", rate, "transfers/s", "unary echo", echo_rate,
+            goal=0.6, note=note),
+        Row("points transfers over gRPC (GrantPoints, 50 clients)", rate, "transfers/s",
+            "naive 1 tx/transfer (aiosqlite)", naive_rate, note="same run"),
+        Row("points batch writer in-process (group commit)", writer_rate, "transfers/s",
+            "naive 1 tx/transfer (aiosqlite)", naive_rate, note=f"mean batch {mean_batch:.1f} transfers"),
+    ]
+
+
+def run() -> list[Row]:
+    return uvloop.run(measure())
+
+
+if __name__ == "__main__":
+    from bench.__main__ import print_table
+
+    print_table(run())
