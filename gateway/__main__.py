@@ -17,7 +17,10 @@ def main(grpc_target: str | None) -> None:
     setup(settings.log_level)  # the server's JSON formatter, which drops personal-data keys
     app = create_app(settings, grpc_target=grpc_target)
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, loop="uvloop", http="h11",
-                log_level=settings.log_level.lower(), access_log=False, proxy_headers=False)
+                log_level=settings.log_level.lower(), access_log=False, proxy_headers=False, server_header=False,
+                # Live notice streams never end by themselves: give in-flight requests the grace
+                # period, then close.
+                timeout_graceful_shutdown=int(settings.shutdown_grace_seconds))
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ def open_channel(settings: Settings, target: str) -> aio.Channel:
 class Backend:
     channel: aio.Channel
     timeout_s: float = 30.0
+    # A phone on a slow network may take minutes to send 10 MiB; the upload's deadline allows that.
+    upload_timeout_s: float = 600.0
 
     def stub(self, stub_class):
         return stub_class(self.channel)

@@ -168,16 +168,29 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("gateway error", extra={"path": request.url.path})
+    log.exception("gateway error", extra={"path_template": _template(request)})
     error = GatewayError(500, "INTERNAL", "internal error in the gateway", code=code_pb2.INTERNAL)
     return status_response(error.to_status(), 500)
 
 
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The phone went away mid-request: nothing to answer, nothing to log as an error."""
+    log.info("client disconnected", extra={"path_template": _template(request)})
+    return Response(status_code=499)
+
+
+def _template(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", "-")
+
+
 def error_handlers() -> dict:
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
 
     return {
         GatewayError: handle_gateway_error,
+        ClientDisconnect: handle_client_disconnect,
         grpc.aio.AioRpcError: handle_rpc_error,
         HTTPException: handle_http_exception,
         Exception: handle_unexpected,

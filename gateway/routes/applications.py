@@ -131,7 +131,8 @@ async def upload_attachment(request: Request) -> Response:
             failure.append(exc)
             raise
 
-    call = _stub(request).UploadAttachment(requests(), metadata=metadata(request), timeout=backend(request).timeout_s)
+    call = _stub(request).UploadAttachment(requests(), metadata=metadata(request),
+                                          timeout=backend(request).upload_timeout_s)
     try:
         response = await call
     except (grpc.aio.AioRpcError, asyncio.CancelledError) as error:
