@@ -1,0 +1,1 @@
+"""`python -m clients.notices`: a municipal officer sends notices (お知らせ) and reads their outcome."""
