@@ -2,6 +2,7 @@
 
     python -m clients.staff --pki var/pki --lg 131016 queue --status submitted
     python -m clients.staff --pki var/pki --lg 131016 show app_...
+    python -m clients.staff --pki var/pki --lg 131016 download app_... att_... -o photo.jpg
     python -m clients.staff --pki var/pki --lg 131016 accept app_... --version 3
     python -m clients.staff --pki var/pki --lg 131016 request-correction app_... --version 4 \\
         --field form.children[0].birth_date="生年月日を確認してください" --attachment health_insurance="不鮮明"
@@ -177,6 +178,40 @@ def show(ctx: click.Context, application_id: str) -> None:
     lines += [f"  v{h['version']:<3} {h['at']}  {h['actor']:<30} {h['action']:<20} {h['reason']}"
               for h in d["history"]]
     _emit(ctx, d, "\n".join(lines))
+
+
+@cli.command()
+@click.argument("application_id")
+@click.argument("attachment_id")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="where to write the file")
+@click.pass_context
+def download(ctx: click.Context, application_id: str, attachment_id: str, output: Path) -> None:
+    """Save one attachment of an application (checked against its sha256)."""
+    import hashlib
+
+    staff: Staff = ctx.obj["staff"]
+    digest, size, meta = hashlib.sha256(), 0, None
+    partial = output.with_name(output.name + ".part")
+    try:
+        with open(partial, "wb") as out:
+            for message in staff.stub.DownloadAttachment(pb.DownloadAttachmentRequest(
+                    application_id=application_id, attachment_id=attachment_id), timeout=staff.timeout):
+                if message.WhichOneof("part") == "attachment":
+                    meta = message.attachment
+                else:
+                    out.write(message.chunk)
+                    digest.update(message.chunk)
+                    size += len(message.chunk)
+    except grpc.RpcError as error:
+        partial.unlink(missing_ok=True)
+        raise click.ClickException(_describe(error)) from None
+    if meta is None or digest.hexdigest() != meta.sha256 or size != meta.size:
+        partial.unlink(missing_ok=True)
+        raise click.ClickException("the download was incomplete or does not match its sha256")
+    partial.replace(output)
+    _emit(ctx, {"path": str(output), "content_type": meta.content_type, "size": size, "sha256": meta.sha256},
+          f"saved {output} ({meta.content_type}, {size} bytes)")
 
 
 def _done(ctx: click.Context, what: str, application: pb.Application) -> None:

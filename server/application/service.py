@@ -21,7 +21,7 @@ from server.application.catalogue import CONTENT_TYPES, Field, Notice, Procedure
 from server.authz import ANYONE, RESIDENT, Machine, either, machine
 from server.clock import to_epoch_ms
 from server.convert import ts_ms
-from server.errors import DomainError, FieldViolation, InvalidArgument, NotFound, ResourceExhausted
+from server.errors import DomainError, FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from server.idempotency import check_request_id, run_once
 from server.pagination import decode_token, encode_token, page_size
 from server.platform import Platform
@@ -33,6 +33,7 @@ MUNICIPALITY = machine("municipality")
 RESIDENT_OR_MUNICIPALITY = either(RESIDENT, MUNICIPALITY)
 DRAIN_EXTRA_BYTES = 4 * 1024 * 1024
 DRAIN_SECONDS = 10.0
+DOWNLOAD_CHUNK = 1024 * 1024
 
 authz.register(SERVICE, {
     "SearchProcedures": ANYONE,
@@ -43,6 +44,7 @@ authz.register(SERVICE, {
     "UpdateDraft": RESIDENT,
     "UploadAttachment": RESIDENT,
     "RemoveAttachment": RESIDENT,
+    "DownloadAttachment": RESIDENT_OR_MUNICIPALITY,
     "GetApplication": RESIDENT_OR_MUNICIPALITY,
     "ListApplications": RESIDENT_OR_MUNICIPALITY,
     "PrepareSubmission": RESIDENT,
@@ -422,6 +424,25 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
         async with self._p.db.write() as tx:
             if not await store.blob_referenced(tx, sha256):
                 self._blobs.remove(sha256)
+
+    async def DownloadAttachment(self, request, context_):
+        rules.require_id(request.attachment_id, "attachment_id")
+        async with self._p.db.read() as tx:
+            row = await rules.load(tx, self._principal(), request.application_id)
+            found = [a for a in await store.attachments(tx, row["application_id"])
+                     if a["attachment_id"] == request.attachment_id]
+        if not found:
+            raise NotFound("ATTACHMENT_NOT_FOUND", "no such attachment on this application")
+        attachment = found[0]
+        path = self._blobs.path_for(attachment["sha256"])
+        try:
+            source = open(path, "rb")
+        except FileNotFoundError:
+            raise Unavailable("BLOB_MISSING", "the stored file is missing; tell the operator") from None
+        with source:
+            yield pb.DownloadAttachmentResponse(attachment=attachment_pb(attachment))
+            while block := await asyncio.to_thread(source.read, DOWNLOAD_CHUNK):
+                yield pb.DownloadAttachmentResponse(chunk=block)
 
     async def RemoveAttachment(self, request, context_):
         principal = self._principal()

@@ -181,3 +181,30 @@ async def test_heic_photo_is_stored_as_clean_jpeg(platform, applicant):
     with Image.open(path) as stored_image:
         assert stored_image.format == "JPEG" and len(stored_image.getexif()) == 0
     assert b"PhoneMaker" not in path.read_bytes()
+
+
+async def test_download_returns_the_stored_bytes_to_owner_and_staff_only(platform, applicant, staff):
+    from onestop.application.v1 import application_pb2_grpc as pb_grpc
+
+    from tests.application.support import OTHER_LG, make_applicant
+
+    application = await applicant.submitted()
+    attachment = application.attachments[0]
+
+    async def fetch(stub, metadata=()):
+        parts = [m async for m in stub.DownloadAttachment(pb.DownloadAttachmentRequest(
+            application_id=application.application_id, attachment_id=attachment.attachment_id), metadata=metadata)]
+        return parts[0].attachment, b"".join(p.chunk for p in parts[1:])
+
+    stored_path = (platform.settings.blob_dir / attachment.sha256[:2] / attachment.sha256[2:4] / attachment.sha256)
+    for stub, md in ((applicant.stub, applicant.md), (staff, ())):
+        meta, data = await fetch(stub, md)
+        assert meta == attachment and data == stored_path.read_bytes()
+    other = await make_applicant(platform, "鈴木 一郎")
+    code, reason, _ = await refused(fetch(other.stub, other.md))
+    assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "APPLICATION_NOT_FOUND")
+    await platform.add_municipality(OTHER_LG, "大阪市", "大阪府")
+    code, reason, _ = await refused(fetch(pb_grpc.ApplicationServiceStub(platform.municipality(OTHER_LG))))
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "OTHER_MUNICIPALITY")
+    code, reason, _ = await refused(fetch(pb_grpc.ApplicationServiceStub(platform.channel())))
+    assert code == grpc.StatusCode.UNAUTHENTICATED

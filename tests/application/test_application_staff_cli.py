@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 
 from click.testing import CliRunner
@@ -32,6 +33,12 @@ async def test_officer_processes_an_application_with_the_cli(platform, applicant
     result = await run_cli(platform, "show", app_id)
     assert result.exit_code == 0, result.output
     assert "health_insurance" in result.output and "image/jpeg" in result.output and "submitted" in result.output
+
+    attachment = application.attachments[0]
+    target = platform.settings.data_dir / "downloaded.jpg"
+    result = await run_cli(platform, "download", app_id, attachment.attachment_id, "-o", str(target))
+    assert result.exit_code == 0, result.output
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == attachment.sha256
 
     result = await run_cli(platform, "accept", app_id, "--version", str(application.version), "--note", "受付")
     assert result.exit_code == 0, result.output
