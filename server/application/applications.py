@@ -271,6 +271,10 @@ class Applications:
     # ---- resident: signed submission -------------------------------------------------------
 
     async def canonical_bytes(self, tx: Tx, principal: Principal, application_id: str) -> tuple[bytes, Any]:
+        data, row, _ = await self._canonical(tx, principal, application_id)
+        return data, row
+
+    async def _canonical(self, tx: Tx, principal: Principal, application_id: str) -> tuple[bytes, Any, dict]:
         """The bytes to sign for the application as it stands (checked complete)."""
         _own(principal)
         row = await load(tx, principal, application_id)
@@ -291,7 +295,7 @@ class Applications:
             municipality_code=row["municipality_code"], resident_id=row["resident_id"], version=row["version"],
             form=form, attachments=[dict(a) for a in attachments],
         )
-        return data, row
+        return data, row, form
 
     async def submit(self, tx: Tx, principal: Principal, application_id: str, signature: bytes,
                      certificate: bytes) -> Any:
@@ -301,7 +305,7 @@ class Applications:
             raise InvalidArgument.field("signature", "required")
         if not certificate:
             raise InvalidArgument.field("signature_certificate", "required: DER of the signature certificate")
-        data, row = await self.canonical_bytes(tx, principal, application_id)
+        data, row, form = await self._canonical(tx, principal, application_id)
         now = self._now
         trust = await self.platform.services["authenticator"].trust.current()
         try:
@@ -330,7 +334,9 @@ class Applications:
         })
         first = row["status"] == DRAFT
         status = SUBMITTED if first else RESUBMITTED
-        columns: dict[str, Any] = {"last_submitted_at_ms": now_ms, "corrections_json": "[]"}
+        # What staff read is exactly the form that was signed.
+        columns: dict[str, Any] = {"last_submitted_at_ms": now_ms, "corrections_json": "[]",
+                                   "form_json": canonical.canonical_json(form).decode()}
         if first:
             columns["submitted_at_ms"] = now_ms
         fresh = await self._change(tx, row, principal, action=status, status=status, **columns)

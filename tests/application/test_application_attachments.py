@@ -208,3 +208,25 @@ async def test_download_returns_the_stored_bytes_to_owner_and_staff_only(platfor
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "OTHER_MUNICIPALITY")
     code, reason, _ = await refused(fetch(pb_grpc.ApplicationServiceStub(platform.channel())))
     assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_concurrent_uploads_never_exceed_the_application_total(tmp_path, pki_template):
+    from server.testing import run_platform
+    from tests.application.support import make_applicant
+
+    limit = 5000
+    async with run_platform(tmp_path, pki_template=pki_template, application_max_bytes=limit) as platform:
+        applicant = await make_applicant(platform)
+        draft = await applicant.draft()
+        files = [pdf_bytes() + b"%" * (1200 + i) for i in range(5)]  # each fits, all five do not
+        results = await asyncio.gather(*(applicant.upload(draft.application_id, data, slot="other",
+                                                          content_type="application/pdf") for data in files),
+                                       return_exceptions=True)
+        ok = [r for r in results if isinstance(r, pb.UploadAttachmentResponse)]
+        refusals = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert len(ok) + len(refusals) == 5 and ok and refusals
+        assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in refusals)
+        async with platform.db.read() as tx:
+            total = await tx.scalar("SELECT SUM(size) FROM application_attachments")
+        assert total == sum(r.attachment.size for r in ok) <= limit
+        assert len((await stored(platform))[1]) == len(ok)  # no orphan files from the refused ones

@@ -342,3 +342,33 @@ async def test_queue_pages_in_arrival_order(platform, staff):
         if not token:
             break
     assert seen == ids
+
+
+async def test_staff_retry_with_same_request_id_applies_once(platform, applicant, staff):
+    application = await applicant.submitted()
+    request = pb.AcceptApplicationRequest(request_id="accept-1", application_id=application.application_id,
+                                          version=application.version)
+    first = await staff.AcceptApplication(request)
+    again = await staff.AcceptApplication(request)
+    assert again == first and first.application.version == application.version + 1
+    history = (await applicant.get(application.application_id)).history
+    assert [h.action for h in history].count("accepted") == 1
+    # The same request id for a different request is refused, not replayed.
+    code, reason, fields = await refused(staff.AcceptApplication(pb.AcceptApplicationRequest(
+        request_id="accept-1", application_id=application.application_id, version=first.application.version)))
+    assert (code, reason, fields) == (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED", ["request_id"])
+    # A refusal is replayed too: the stale version stays refused under its request id.
+    stale = pb.DecideApplicationRequest(request_id="decide-1", application_id=application.application_id,
+                                        version=application.version, decision=pb.DECISION_APPROVED, result_text="x")
+    for _ in range(2):
+        code, reason, _ = await refused(staff.DecideApplication(stale))
+        assert (code, reason) == (grpc.StatusCode.ABORTED, "VERSION_CONFLICT")
+
+
+async def test_staff_read_the_form_that_was_signed(applicant, staff):
+    application = await applicant.submitted()
+    evidence = (await staff.ListSubmissionEvidence(pb.ListSubmissionEvidenceRequest(
+        application_id=application.application_id))).evidence[0]
+    shown = (await staff.GetApplication(pb.GetApplicationRequest(application_id=application.application_id))).application
+    assert json.loads(shown.form_json) == json.loads(evidence.canonical_bytes)["form"]
+    assert json.loads(shown.form_json)["payment_account"]["holder_kana"] == "ヤマダ\u3000ハナコ"
