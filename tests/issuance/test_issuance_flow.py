@@ -40,3 +40,81 @@ async def test_whole_transaction_issues_prints_charges_and_verifies(platform):
                                                                              month="2026-12"))
     assert settlement.total_copies == 2 and settlement.total_owed_yen == 2 * 123
     assert [(l.operator, l.copies, l.fees_collected_yen) for l in settlement.lines] == [("seven", 2, 600)]
+
+
+async def test_pdf_carries_the_qr_code_of_its_verification_code(platform):
+    import io
+
+    import segno
+    from pypdf import PdfReader
+
+    from server.issuance.pdf import verification_url
+
+    _, card = await add_resident(platform, holder())
+    result = await kiosk(platform).transact(card, "1234", order())
+    doc = result.documents[0]
+    images = PdfReader(io.BytesIO(doc.pdf)).pages[0].images
+    assert len(images) == 1
+    picture = images[0].image.convert("L")
+    expected = [list(row) for row in segno.make_qr(verification_url(doc.verification_code), error="m").matrix]
+    size = len(expected)
+    quiet = (picture.width - size) // 2
+    got = [[picture.getpixel((quiet + c, quiet + r)) < 128 for c in range(size)] for r in range(size)]
+    # Same symbol as segno makes for the URL (the mask may differ: compare the version and the
+    # finder patterns, then decode-equivalence via segno with the same mask).
+    fixed = [list(row) for row in segno.make_qr(verification_url(doc.verification_code), error="m", mask=2,
+                                               boost_error=False).matrix]
+    assert got == [[bool(v) for v in row] for row in fixed]
+    assert len(fixed) == len(expected)
+
+
+async def test_resident_applies_for_honseki_usage_over_rpc(platform):
+    from onestop.issuance.v1 import issuance_pb2_grpc
+
+    from server.testing import bearer
+    from tests.issuance.kit import add_register
+
+    resident_id, card = await add_resident(platform, holder())
+    await add_register(platform, "271004", [(resident_id, "山田 花子", "妻")])
+    token = await platform.sign_in(card)
+    resident = issuance_pb2_grpc.IssuanceServiceStub(platform.channel())
+    applied = await resident.ApplyHonsekiUsage(pb.ApplyHonsekiUsageRequest(request_id="h1"), metadata=bearer(token))
+    assert applied.usage.status == pb.HONSEKI_USAGE_STATUS_PENDING and applied.usage.resident_id == resident_id
+    again = await resident.ApplyHonsekiUsage(pb.ApplyHonsekiUsageRequest(request_id="h2"), metadata=bearer(token))
+    assert again.usage.usage_id == applied.usage.usage_id  # one registration per 本籍地
+    import grpc
+
+    from tests.helpers import expect_error
+    await expect_error(stub(platform).ApplyHonsekiUsage(pb.ApplyHonsekiUsageRequest(request_id="h3")),
+                       grpc.StatusCode.UNAUTHENTICATED)
+    other_id, other_card = await add_resident(platform, holder("鈴木 一郎", sex="1"))
+    other_token = await platform.sign_in(other_card)
+    await expect_error(resident.ApplyHonsekiUsage(pb.ApplyHonsekiUsageRequest(request_id="h4"),
+                                                  metadata=bearer(other_token)),
+                       grpc.StatusCode.FAILED_PRECONDITION, "NO_FAMILY_REGISTER")
+
+
+async def test_delivery_guard_stops_a_document_of_someone_else(platform):
+    """The guard that runs before documents leave the server, fed a document of another person."""
+    import pytest
+
+    from server.issuance.kiosk import DeliveryGuardError
+    from tests.issuance.kit import Steps
+
+    holder_id, card = await add_resident(platform, holder())
+    stranger_id, _ = await add_resident(platform, holder("佐藤 次郎", sex="1"))
+    steps = Steps(kiosk(platform))
+    await steps.sign_in(card)
+    await steps.send(order=order())
+    paid = await steps.send(payment_confirmed=pb.PaymentConfirmed(amount_yen=300))
+    desk = platform.server.platform.services["kiosk_desk"]
+    async with platform.db.write() as tx:
+        txn = await tx.one("SELECT * FROM kiosk_transactions")
+        await desk.guard_delivery(tx, txn, paid.documents)  # the real one passes
+        await tx.execute("UPDATE issued_documents SET subject_resident_id = ?", (stranger_id,))
+        forged = pb.Documents()
+        forged.CopyFrom(paid.documents)
+        forged.documents[0].subject_resident_id = stranger_id
+        with pytest.raises(DeliveryGuardError):
+            await desk.guard_delivery(tx, txn, forged)
+        await tx.execute("UPDATE issued_documents SET subject_resident_id = ?", (holder_id,))
