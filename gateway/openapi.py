@@ -153,10 +153,13 @@ def _operation(op: Operation, schemas: _Schemas) -> dict[str, Any]:
             "type": "object", "required": ["file"], "properties": properties}}}}
     responses: dict[str, Any] = {}
     if op.produces == "text/event-stream":
-        ok: dict[str, Any] = {"description": "Server-Sent Events; each data line is JSON"}
-        ok["content"] = {"text/event-stream": {"schema": {"type": "string"},
-                                               **({"itemSchema": schemas.ref(op.response.DESCRIPTOR)}
-                                                  if op.response is not None else {})}}
+        ok: dict[str, Any] = {"description": "Server-Sent Events: `id` is the cursor to resume from, `event` is"
+                                             " `notice` (data: the JSON below) or `error` (data: a google.rpc.Status)"}
+        media: dict[str, Any] = {"schema": {"type": "string"}}
+        if op.response is not None:
+            # OpenAPI 3.1 has no item schema for event streams (3.2's itemSchema): an extension says it.
+            media["x-event-data"] = schemas.ref(op.response.DESCRIPTOR)
+        ok["content"] = {"text/event-stream": media}
         responses["200"] = ok
     elif op.response is not None:
         responses["200"] = {"description": "OK",

@@ -124,7 +124,7 @@ def operations() -> list[Operation]:
                   errors=(400, 401, 403, 500, 503, 504)),
         Operation("GET", "/v1/notices/stream", stream,
                   "Server-Sent Events: notices after Last-Event-ID (the cursor), then new ones live",
-                  "streamNotices", tag, None, pb.StreamNoticesResponse, body="none",
+                  "streamNotices", tag, None, pb.Notice, body="none",
                   produces="text/event-stream", errors=(400, 401, 500, 503, 504)),
         Operation("POST", "/v1/notices/{notice_id}/read", mark_read, "Mark one notice of the inbox read",
                   "markNoticeRead", tag, pb.MarkNoticeReadRequest, pb.MarkNoticeReadResponse, errors=resident),

@@ -109,3 +109,10 @@ async def test_an_unreachable_server_is_503_in_the_same_shape(platform, tmp_path
             reply = await client.post("/v1/auth/challenge", json={})
     assert reply.status_code == 503
     assert reply.json()["code"] == 14
+
+
+async def test_the_document_is_valid_openapi_3_1(gateway):
+    from openapi_spec_validator import validate
+
+    document = (await gateway.client.get("/openapi.json")).json()
+    validate(document)  # raises with the path of the first violation
