@@ -166,9 +166,15 @@ def _operation(op: Operation, schemas: _Schemas) -> dict[str, Any]:
                             "content": {"application/json": {"schema": schemas.ref(op.response.DESCRIPTOR)}}}
     else:
         responses["200"] = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
-    errors = set(op.errors)
-    if op.body == "multipart":
-        errors |= {413, 415}
+    # What the gateway itself may answer, whatever the RPC: a body it cannot take, no token, the
+    # server unreachable or slow, a bug.
+    errors = set(op.errors) | {500, 503, 504}
+    if op.body in ("json", "multipart") and op.method != "GET":
+        errors |= {400, 413, 415, 422}
+    if op.method == "GET" and op.request is not None:
+        errors.add(400)  # a query parameter that is unknown or not of its type
+    if not op.public:
+        errors.add(401)
     for status in sorted(errors):
         responses[str(status)] = {"description": HTTP_REASONS.get(status, "Error"), "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/google.rpc.Status"}}}}
