@@ -15,7 +15,7 @@ import os
 import socket
 from datetime import date
 
-from server.clock import JST, to_epoch_ms
+from server.clock import JST, FixedClock, to_epoch_ms
 from server.platform import Platform
 from server.notification import rules, store, templates
 
@@ -27,9 +27,13 @@ def tick_seconds() -> float:
     return float(os.environ.get("ONESTOP_NOTIFICATION_TICK_SECONDS", "5"))
 
 
-def enabled() -> bool:
-    """`ONESTOP_NOTIFICATION_SCHEDULER=off` leaves the loop unstarted (tests drive `tick()` themselves)."""
-    return os.environ.get("ONESTOP_NOTIFICATION_SCHEDULER", "on") != "off"
+def enabled(clock) -> bool:
+    """`ONESTOP_NOTIFICATION_SCHEDULER=on|off`; unset: on, except on a FixedClock (a test drives time
+    and calls `tick()` itself, and other areas' tests get no rule notices they did not ask for)."""
+    setting = os.environ.get("ONESTOP_NOTIFICATION_SCHEDULER", "")
+    if setting in ("on", "off"):
+        return setting == "on"
+    return not isinstance(clock, FixedClock)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -54,7 +58,7 @@ class Scheduler:
         self.worker = f"{WORKER}:{id(self):x}"
 
     def start(self) -> None:
-        if enabled() and self._task is None:
+        if enabled(self._p.clock) and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="notification-scheduler")
 
     async def _loop(self) -> None:
