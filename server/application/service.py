@@ -221,6 +221,17 @@ async def application_pb(tx, row, *, full: bool = True) -> pb.Application:
     return message
 
 
+async def _settled(operation):
+    """Await a file operation running in a thread; if the call is cancelled meanwhile, let the
+    operation finish first (so the cleanup that follows sees its result), then re-raise."""
+    task = asyncio.ensure_future(operation)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
+
+
 def _lgcode(value: str, field: str = "municipality_code") -> str:
     if not (len(value) == 6 and value.isdigit()):
         raise InvalidArgument.field(field, "a 6-digit local government code")
@@ -246,10 +257,14 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
         limit = page_size(request.page_size)
         position = decode_token(request.page_token) or {}
         lgcode = _lgcode(request.municipality_code) if request.municipality_code else ""
-        category = (_name(pb.ProcedureCategory, "PROCEDURE_CATEGORY", request.category)
-                    if request.category in pb.ProcedureCategory.values() and request.category else None)
-        event = (_name(pb.LifeEvent, "LIFE_EVENT", request.life_event)
-                 if request.life_event in pb.LifeEvent.values() and request.life_event else None)
+        if request.category not in pb.ProcedureCategory.values():
+            raise InvalidArgument.field("category", "unknown category")
+        if request.life_event not in pb.LifeEvent.values():
+            raise InvalidArgument.field("life_event", "unknown life event")
+        category = _name(pb.ProcedureCategory, "PROCEDURE_CATEGORY", request.category) if request.category else None
+        event = _name(pb.LifeEvent, "LIFE_EVENT", request.life_event) if request.life_event else None
+        if len(request.keyword) > 200:
+            raise InvalidArgument.field("keyword", "at most 200 characters")
         async with self._p.db.read() as tx:
             if lgcode and not await store.municipality_exists(tx, lgcode):
                 raise NotFound("MUNICIPALITY_NOT_FOUND", f"no municipality {lgcode}")
@@ -360,7 +375,7 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
         temp = self._blobs.temp_path()
         stored_sha: list[str] = []
         try:
-            received, head = 0, b""
+            received, head, raw_digest = 0, b"", hashlib.sha256()
             with open(temp, "wb") as out:
                 async for message in stream:
                     if message.WhichOneof("part") != "chunk":
@@ -376,6 +391,7 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
                     if len(head) < 16:
                         head += chunk[:16]
                     out.write(chunk)
+                    raw_digest.update(chunk)
             if received != meta.declared_size:
                 raise InvalidArgument.field("metadata.declared_size",
                                             f"declared {meta.declared_size} bytes, {received} arrived",
@@ -398,11 +414,12 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
             async def work(tx):
                 row, _ = await self._apps.check_upload(tx, principal, meta.application_id, meta.slot, declared,
                                                        len(cleaned[0]) if cleaned else received)
+                # Known before the file exists, so that a failure or cancellation from here on removes it.
+                stored_sha.append(hashlib.sha256(cleaned[0]).hexdigest() if cleaned else raw_digest.hexdigest())
                 if cleaned:
-                    blob = await asyncio.to_thread(self._blobs.put_bytes, cleaned[0], cleaned[1])
+                    blob = await _settled(asyncio.to_thread(self._blobs.put_bytes, cleaned[0], cleaned[1]))
                 else:
-                    blob = await asyncio.to_thread(self._blobs.put_file, temp, sniffed)
-                stored_sha.append(blob.sha256)
+                    blob = await _settled(asyncio.to_thread(self._blobs.put_file, temp, sniffed))
                 attachment, fresh = await self._apps.add_attachment(
                     tx, principal, row, slot=meta.slot, content_type=blob.content_type, size=blob.size,
                     sha256=blob.sha256, filename=meta.filename)

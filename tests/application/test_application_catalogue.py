@@ -75,6 +75,10 @@ async def test_search_filters_and_pages(platform):
     assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["page_token"])
     code, reason, fields = await refused(stub.SearchProcedures(pb.SearchProceduresRequest(municipality_code="12")))
     assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["municipality_code"])
+    code, reason, fields = await refused(stub.SearchProcedures(pb.SearchProceduresRequest(category=99)))
+    assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["category"])
+    code, reason, _ = await refused(stub.SearchProcedures(pb.SearchProceduresRequest(municipality_code="999999")))
+    assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "MUNICIPALITY_NOT_FOUND")
 
 
 async def test_get_procedure_has_the_real_form(platform):
