@@ -9,7 +9,6 @@ can take apart from the RPC stack. `python -m bench.points` prints the rows.
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 import time
 from datetime import datetime, timezone

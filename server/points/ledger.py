@@ -24,7 +24,6 @@ from __future__ import annotations
 import calendar
 import secrets
 import sqlite3
-from datetime import datetime
 
 from onestop.points.v1 import points_pb2 as pb
 
@@ -455,7 +454,3 @@ def new_mykey_id() -> str:
 
 
 MYKEY_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-
-
-def now_dt(now_ms: int) -> datetime:
-    return from_epoch_ms(now_ms)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 
 from onestop.points.v1 import points_pb2 as pb
 from onestop.points.v1 import points_pb2_grpc
@@ -19,8 +18,6 @@ from server.platform import Platform
 from server.points import ledger, mykey, store
 from server.points.mykey import SignedCard
 from server.points.writer import BatchWriter, digest
-
-log = logging.getLogger("onestop.points")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["PointsService"].full_name
 SHOP = machine("shop")

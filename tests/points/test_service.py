@@ -265,3 +265,53 @@ async def test_retries_return_the_first_outcome(platform):
         count = await tx.scalar("SELECT COUNT(*) FROM points_transfers WHERE code='capture'")
     assert count == 1
     assert (await kit.balances(hanako))[REGULAR] == (40, 0, 40)
+
+
+async def test_lists_page_and_refuse_bad_tokens_and_places(platform):
+    kit = Kit(platform)
+    hanako = await kit.resident()
+    await kit.grant(hanako, 100)
+    for shop in (kit.shop, kit.shop2):
+        hold = await kit.authorize(hanako, 10, shop=shop)
+        await shop.CaptureRedemption(pb.CaptureRedemptionRequest(request_id=rid(), hold_id=hold.hold_id))
+    first = await kit.staff.GetMerchantSettlement(pb.GetMerchantSettlementRequest(municipality_code=LG, page_size=1))
+    assert [m.merchant_id for m in first.merchants] == ["shop-lib-1"] and first.next_page_token
+    second = await kit.staff.GetMerchantSettlement(pb.GetMerchantSettlementRequest(
+        municipality_code=LG, page_size=1, page_token=first.next_page_token))
+    assert [(m.merchant_id, m.owed) for m in second.merchants] == [("shop-street-2", 10)]
+    assert second.next_page_token == ""
+    await refused(kit.other_staff.GetMerchantSettlement(pb.GetMerchantSettlementRequest(municipality_code=LG)),
+                  grpc.StatusCode.PERMISSION_DENIED, "OTHER_MUNICIPALITY")
+    await refused(kit.anon.ListTransfers(pb.ListTransfersRequest(page_token="not-a-token"), metadata=hanako.md),
+                  grpc.StatusCode.INVALID_ARGUMENT, field="page_token")
+    await refused(kit.anon.ListTransfers(pb.ListTransfersRequest(page_size=-1), metadata=hanako.md),
+                  grpc.StatusCode.INVALID_ARGUMENT, field="page_size")
+    pages, token = [], ""
+    for _ in range(10):  # bounded
+        page = await kit.anon.ListTransfers(pb.ListTransfersRequest(page_size=2, page_token=token), metadata=hanako.md)
+        pages.append([(t.code, t.amount) for t in page.transfers])
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages == [[("grant", 100), ("capture", -10)], [("capture", -10)]]
+
+    await kit.operator.SetPartnerRate(pb.SetPartnerRateRequest(request_id=rid(), partner_id="card-co",
+                                                               rate_milli=1000))
+    await refused(kit.operator.SetPartnerRate(pb.SetPartnerRateRequest(request_id=rid(), partner_id="card-co",
+                                                                       rate_milli=0)),
+                  grpc.StatusCode.INVALID_ARGUMENT, field="rate_milli")
+    await kit.anon.BindPartnerAccount(pb.BindPartnerAccountRequest(
+        request_id=rid(), partner_id="card-co", member_account="M-9", card=await kit.present(hanako.card)),
+        metadata=hanako.md)
+    conversion = await kit.partner.ConvertPartnerPoints(pb.ConvertPartnerPointsRequest(
+        request_id=rid(), member_account="M-9", partner_points=7))
+    assert conversion.municipal_points == 7
+    await refused(kit.anon.ChooseMunicipality(pb.ChooseMunicipalityRequest(
+        request_id=rid(), conversion_id=conversion.conversion_id, municipality_code="999999"), metadata=hanako.md),
+        grpc.StatusCode.NOT_FOUND, "UNKNOWN_MUNICIPALITY")
+    await refused(kit.anon.ChooseMunicipality(pb.ChooseMunicipalityRequest(
+        request_id=rid(), conversion_id="cnv_someone_elses", municipality_code=LG), metadata=hanako.md),
+        grpc.StatusCode.NOT_FOUND, "CONVERSION_NOT_FOUND")
+    await refused(kit.anon.ChooseMunicipality(pb.ChooseMunicipalityRequest(
+        request_id=rid(), conversion_id=conversion.conversion_id, municipality_code="13101"), metadata=hanako.md),
+        grpc.StatusCode.INVALID_ARGUMENT, field="municipality_code")
