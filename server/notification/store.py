@@ -222,8 +222,8 @@ async def resident(tx: Tx, resident_id: str) -> sqlite3.Row | None:
 
 
 async def household_members(tx: Tx, household_id: str, except_id: str) -> list[sqlite3.Row]:
-    return await tx.all("SELECT * FROM residents WHERE household_id = ? AND resident_id <> ? ORDER BY birth_date",
-                        (household_id, except_id))
+    return await tx.all(f"SELECT * FROM residents WHERE household_id = ? AND resident_id <> ? AND status IN {ACTIVE}"
+                        " ORDER BY birth_date", (household_id, except_id))
 
 
 async def household(tx: Tx, household_id: str) -> sqlite3.Row | None:

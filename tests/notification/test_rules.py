@@ -115,3 +115,36 @@ async def test_pregnancy_checkup_notice_once_per_accepted_pregnancy_notification
     box = await inbox(platform, meta)
     assert [n.title for n in box.notices] == ["妊婦健康診査のご案内"]
     assert box.notices[0].body.startswith("妊婦 さん 様\n")
+
+
+async def test_every_age_rule_fires_exactly_on_both_sides_of_its_boundaries(platform):
+    """For each age rule (n months): the youngest child aged n fires, one born a day later does not;
+    the oldest child still aged n fires, one born a day earlier (n+1 months) does not."""
+    from datetime import timedelta
+
+    from server.notification.ages import age_in_months, birth_range
+    from server.notification.rules import AGE_RULES
+
+    on = date(2026, 12, 3)
+    age_of: dict[str, int] = {}
+    for rule in AGE_RULES:
+        earliest, latest = birth_range(rule.months, rule.months, on)
+        assert age_in_months(latest + timedelta(days=1), on) == rule.months - 1
+        assert age_in_months(earliest - timedelta(days=1), on) == rule.months + 1
+        for tag, born in (("youngest", latest), ("oldest", earliest), ("too-young", latest + timedelta(days=1)),
+                          ("too-old", earliest - timedelta(days=1))):
+            key = f"{rule.code}-{tag}"
+            child = await add_person(platform, key, born, household_id=f"h-{key}")
+            await add_person(platform, f"親-{key}", date(1985, 1, 1), household_id=f"h-{key}")
+            age_of[child] = {"youngest": rule.months, "oldest": rule.months, "too-young": rule.months - 1,
+                             "too-old": rule.months + 1}[tag]
+    await staff(platform).RunRules(pb.RunRulesRequest(request_id="edge-1", municipality_code=LG,
+                                                      as_of=on.isoformat()))
+    async with platform.db.read() as tx:
+        rows = await tx.all("SELECT rule, subject_id FROM rule_firings")
+    fired: dict[str, set[str]] = {}
+    for row in rows:
+        fired.setdefault(row["rule"], set()).add(row["subject_id"])
+    # A neighbour of one boundary may be the exact age of another rule: expect by age, not by code.
+    for rule in AGE_RULES:
+        assert fired.get(rule.code, set()) == {c for c, age in age_of.items() if age == rule.months}, rule.code
