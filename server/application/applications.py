@@ -57,6 +57,15 @@ NOTICE_TEXT = {
 }
 
 
+MAX_CORRECTION_REASONS = 50
+
+
+def clean_filename(name: str) -> str:
+    """The phone's file name as a label only: no folders, no control characters, at most 200 characters."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return "".join(c for c in base if c.isprintable())[:200]
+
+
 def actor_of(principal: Principal) -> str:
     if isinstance(principal, Resident):
         return f"resident:{principal.resident_id}"
@@ -250,7 +259,7 @@ class Applications:
                              size: int, sha256: str, filename: str) -> tuple[dict, Any]:
         attachment = {
             "attachment_id": new_id("att"), "application_id": row["application_id"], "slot": slot,
-            "content_type": content_type, "size": size, "sha256": sha256, "filename": filename[:200],
+            "content_type": content_type, "size": size, "sha256": sha256, "filename": clean_filename(filename),
             "uploaded_at_ms": self._now_ms(),
         }
         await store.insert_attachment(tx, attachment)
@@ -394,6 +403,8 @@ class Applications:
                                  reasons: list[dict[str, str]], message: str) -> Any:
         if not reasons:
             raise InvalidArgument.field("reasons", "name at least one field or attachment to correct")
+        if len(reasons) > MAX_CORRECTION_REASONS:
+            raise InvalidArgument.field("reasons", f"at most {MAX_CORRECTION_REASONS}")
         row = await self._staff_row(tx, principal, application_id, version, CORRECTABLE)
         procedure = await procedure_for(tx, row["municipality_code"], row["procedure_code"], offered_only=False)
         violations = []

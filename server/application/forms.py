@@ -31,8 +31,8 @@ def parse_form_json(text: str, field: str = "form_json") -> dict[str, Any]:
         raise InvalidArgument.field(field, f"at most {MAX_FORM_BYTES} bytes")
     try:
         data = json.loads(text)
-    except ValueError:
-        raise InvalidArgument.field(field, "not valid JSON") from None
+    except (ValueError, RecursionError):
+        raise InvalidArgument.field(field, "not valid JSON (or nested too deeply)") from None
     if not isinstance(data, dict):
         raise InvalidArgument.field(field, "must be a JSON object")
     return data

@@ -142,3 +142,14 @@ async def test_create_draft_refuses_bad_form_naming_the_field(platform, applican
     assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["request_id"])
     async with platform.db.read() as tx:
         assert await tx.scalar("SELECT COUNT(*) FROM applications") == 0
+
+
+def test_form_json_that_is_not_an_object_or_too_deep_is_refused_by_field():
+    from server.application.forms import parse_form_json
+
+    for text, description in (("[" * 100_000, "nested"), ("{", "JSON"), ("42", "object"),
+                              ('{"a": "' + "x" * 300_000 + '"}', "bytes")):
+        with pytest.raises(InvalidArgument) as caught:
+            parse_form_json(text)
+        assert [v.field for v in caught.value.violations] == ["form_json"]
+        assert description in caught.value.violations[0].description
