@@ -274,8 +274,13 @@ def check_form(procedure: Procedure, data: dict[str, Any], *, complete: bool, to
 def required_slots(procedure: Procedure, form: dict[str, Any]) -> list[str]:
     """The attachment slots this form must carry at submission."""
     slots = [s.slot for s in procedure.slots if s.required]
-    if procedure.code == "childcare.certification" and form.get("tax_data_consent") is False:
-        slots.append("tax_certificate")
+    if procedure.code == "childcare.certification":
+        if form.get("tax_data_consent") is False:
+            slots.append("tax_certificate")
+        # 就労: the employment certificate is either entered electronically or attached.
+        if (form.get("wants_childcare") is True and form.get("care_reason") == "employment"
+                and not form.get("employment_certificate")):
+            slots.append("employment_certificate")
     return slots
 
 

@@ -153,3 +153,25 @@ def test_form_json_that_is_not_an_object_or_too_deep_is_refused_by_field():
             parse_form_json(text)
         assert [v.field for v in caught.value.violations] == ["form_json"]
         assert description in caught.value.violations[0].description
+
+
+def test_childcare_employment_certificate_entered_or_attached():
+    from server.application.forms import required_slots
+
+    procedure = BY_CODE["childcare.certification"]
+    form = check_form(procedure, nursery_form("2022-06-01", True), complete=True, today=TODAY)
+    assert required_slots(procedure, form) == ["employment_certificate"]
+    entered = nursery_form("2022-06-01", True, employment_certificate={
+        "employer_name": "千代田商事株式会社", "employer_address": "東京都千代田区丸の内1-1",
+        "employer_phone": "03-0000-0000", "employment_type": "regular", "employed_since": "2015-04-01",
+        "days_per_month": 20, "hours_per_day": 8})
+    form = check_form(procedure, entered, complete=True, today=TODAY)
+    assert required_slots(procedure, form) == []
+    no_consent = check_form(procedure, nursery_form("2022-06-01", False, tax_data_consent=False), complete=True,
+                            today=TODAY)
+    assert required_slots(procedure, no_consent) == ["tax_certificate"]
+    bad = nursery_form("2022-06-01", True, employment_certificate={"employer_name": "x", "days_per_month": 40})
+    assert set(violations("childcare.certification", bad)) == {
+        "form.employment_certificate.employer_address", "form.employment_certificate.employer_phone",
+        "form.employment_certificate.employment_type", "form.employment_certificate.employed_since",
+        "form.employment_certificate.days_per_month", "form.employment_certificate.hours_per_day"}

@@ -200,6 +200,17 @@ CHILDCARE_CERTIFICATION = Procedure(
         ), help="保育を希望する場合は必須"),
         Field("tax_data_consent", "税情報の確認（情報連携による照会）に同意する", "boolean", required=True,
               help="同意しない場合は課税証明書を添付"),
+        Field("employment_certificate", "就労証明書（電子的に入力する様式）", "group", fields=(
+            Field("employer_name", "事業所名", "text", required=True, max_length=200),
+            Field("employer_address", "事業所の所在地", "text", required=True, max_length=200),
+            Field("employer_phone", "事業所の電話番号", "text", required=True, pattern=PHONE, max_length=20),
+            Field("employment_type", "雇用の形態", "choice", required=True,
+                  choices=(("regular", "正社員"), ("part_time", "パート・アルバイト"), ("dispatched", "派遣社員"),
+                           ("contract", "契約社員"), ("self_employed", "自営業"), ("other", "その他"))),
+            Field("employed_since", "雇用（予定）期間の始期", "date", required=True),
+            Field("days_per_month", "就労日数（月）", "integer", required=True, min=1, max=31),
+            Field("hours_per_day", "就労時間（日・時間）", "integer", required=True, min=1, max=24),
+        ), help="保育を必要とする事由が就労で、就労証明書を添付しない場合は入力"),
     ),
     slots=(
         Slot("employment_certificate", "就労証明書", max_files=2),
