@@ -8,20 +8,26 @@ Timestamps as RFC 3339.
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import orjson
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.backend import backend, metadata, request_id
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, status_response
+
+log = logging.getLogger("onestop.gateway")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -48,20 +54,53 @@ class Operation:
     def path_params(self) -> list[str]:
         return [part[1:-1] for part in self.path.split("/") if part.startswith("{") and part.endswith("}")]
 
-    def route(self) -> Route:
-        endpoint = self.endpoint if self.public else _signed_in(self.endpoint)
-        return Route(self.path, endpoint, methods=[self.method], name=self.operation_id)
 
 
-def _signed_in(endpoint: Endpoint) -> Endpoint:
-    """Resident routes need a bearer token. Without one the server would see the gateway's own
-    certificate and answer 403; the phone's real problem is that it is not signed in (401)."""
+def routes(operations: list[Operation]) -> list[Route]:
+    """One Starlette route per path, dispatching on the method, so a 405 lists every allowed method."""
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    names: dict[str, list[str]] = {}
+    for op in operations:
+        by_path.setdefault(op.path, {})[op.method] = _guarded(op)
+        names.setdefault(op.path, []).append(op.operation_id)
+    result = []
+    for path, handlers in by_path.items():
+        if "GET" in handlers:
+            handlers.setdefault("HEAD", handlers["GET"])
+
+        async def dispatch(request: Request, handlers: dict[str, Endpoint] = handlers) -> Response:
+            return await handlers[request.method](request)
+
+        result.append(Route(path, dispatch, methods=list(handlers), name="|".join(names[path])))
+    return result
+
+
+_EXPECTED = (GatewayError, grpc.aio.AioRpcError, HTTPException, ClientDisconnect)
+
+
+def _guarded(op: Operation) -> Endpoint:
+    """The operation's endpoint, refusing phones that are not signed in (resident routes), and
+    turning a bug into a 500 with the Status body, logged by type and place only: an exception's
+    message may quote request content, so it never reaches a log."""
+    endpoint = op.endpoint
 
     async def guarded(request: Request) -> Response:
-        if not request.headers.get("authorization"):
+        if not op.public and not request.headers.get("authorization"):
+            # Without a token the server would see the gateway's own certificate and answer 403;
+            # the phone's real problem is that it is not signed in.
             raise GatewayError(401, "AUTHENTICATION_REQUIRED", "sign in first: Authorization: Bearer <token>",
                                code=16)
-        return await endpoint(request)
+        try:
+            return await endpoint(request)
+        except _EXPECTED:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug: answered, logged without its message
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            log.error("gateway bug", extra={"request_id": request_id(request), "operation": op.operation_id,
+                                            "error": type(exc).__name__, "at": f"{frame.filename}:{frame.lineno}"})
+            error = GatewayError(500, "INTERNAL", f"internal error in the gateway; quote {request_id(request)}",
+                                 code=13)
+            return status_response(error.to_status(), 500)
 
     guarded.__name__ = endpoint.__name__
     guarded.__doc__ = endpoint.__doc__
@@ -159,10 +198,13 @@ def query_message(request: Request, message_type: type[Message]) -> Message:
         except ValueError:
             raise GatewayError.field(descriptor.json_name, f"not a valid {_kind(descriptor)}", http_status=400) \
                 from None
-        if descriptor.is_repeated:
-            getattr(message, descriptor.name).extend(parsed)
-        else:
-            setattr(message, descriptor.name, parsed[-1])
+        try:
+            if descriptor.is_repeated:
+                getattr(message, descriptor.name).extend(parsed)
+            else:
+                setattr(message, descriptor.name, parsed[-1])
+        except (ValueError, TypeError):  # e.g. out of the field's integer range
+            raise GatewayError.field(descriptor.json_name, "out of range", http_status=400) from None
     _set_path_params(request, message)
     return message
 

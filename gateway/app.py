@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import openapi
-from gateway.api import Operation, json_response
+from gateway.api import Operation, json_response, routes
 from gateway.backend import Backend, open_channel
 from gateway.errors import error_handlers
 from gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware, Stats
@@ -72,7 +72,7 @@ def create_app(settings: Settings, *, grpc_target: str | None = None) -> Starlet
 
     stats = Stats()
     app = Starlette(
-        routes=[op.route() for op in ops],
+        routes=routes(ops),
         middleware=[
             Middleware(RequestIdMiddleware, stats=stats),
             Middleware(BodyLimitMiddleware, limit_for=_limit_for(ops, settings)),

@@ -56,7 +56,7 @@ class _Collector:
     def __init__(self, boundary: bytes) -> None:
         self.events: list[Event] = []
         self.ended = False
-        self._headers: dict[str, str] = {}
+        self._headers: dict[str, bytes] = {}
         self._field = bytearray()
         self._value = bytearray()
         self.parser = MultipartParser(boundary, callbacks={
@@ -74,17 +74,19 @@ class _Collector:
         self._headers = {}
 
     def _header_end(self) -> None:
-        self._headers[self._field.decode("latin-1").strip().lower()] = self._value.decode("utf-8", "replace").strip()
+        # Kept as bytes: phones send UTF-8 file names, which the options parser takes only as bytes.
+        self._headers[self._field.decode("latin-1").strip().lower()] = bytes(self._value).strip()
         self._field.clear()
         self._value.clear()
 
     def _headers_finished(self) -> None:
-        _, params = parse_options_header(self._headers.get("content-disposition", ""))
+        _, params = parse_options_header(self._headers.get("content-disposition", b""))
         name = params.get(b"name", b"").decode("utf-8", "replace")
         filename = params.get(b"filename")
-        content_type = parse_options_header(self._headers.get("content-type", ""))[0].decode("latin-1")
+        content_type = parse_options_header(self._headers.get("content-type", b""))[0].decode("latin-1")
+        headers = {k: v.decode("utf-8", "replace") for k, v in self._headers.items()}
         self.events.append(PartBegin(name, filename.decode("utf-8", "replace") if filename is not None else None,
-                                     content_type.lower(), dict(self._headers)))
+                                     content_type.lower(), headers))
 
     def _end(self) -> None:
         self.ended = True

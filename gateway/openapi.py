@@ -70,6 +70,9 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
     "google.protobuf.FieldMask": {"type": "string"},
 }
 
+# Standard or URL-safe base64, padded or not (what json_format accepts).
+BASE64 = "^(?:[A-Za-z0-9+/_-]{4})*(?:[A-Za-z0-9+/_-]{2}(?:==)?|[A-Za-z0-9+/_-]{3}=?)?$"
+
 _INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_UINT64,
           FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64}
 _INT32 = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_UINT32,
@@ -89,9 +92,15 @@ class _Schemas:
             self.components[name] = self._message(descriptor)
         return {"$ref": f"#/components/schemas/{name}"}
 
-    def _message(self, descriptor: Descriptor) -> dict[str, Any]:
-        properties = {f.json_name: self.field(f) for f in descriptor.fields}
+    def _message(self, descriptor: Descriptor, *, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+        properties = {f.json_name: self.field(f) for f in descriptor.fields if f.name not in leave_out}
         return {"type": "object", "properties": properties, "additionalProperties": False}
+
+    def body(self, descriptor: Descriptor, path_params: list[str]) -> dict[str, Any]:
+        """A request body: the message less the fields the path already carries."""
+        if not any(name in descriptor.fields_by_name for name in path_params):
+            return self.ref(descriptor)
+        return self._message(descriptor, leave_out=tuple(path_params))
 
     def field(self, f: FieldDescriptor) -> dict[str, Any]:
         if f.message_type is not None and f.message_type.GetOptions().map_entry:
@@ -112,11 +121,15 @@ class _Schemas:
         if f.type == FieldDescriptor.TYPE_STRING:
             return {"type": "string"}
         if f.type == FieldDescriptor.TYPE_BYTES:
-            return {"type": "string", "contentEncoding": "base64"}
+            return {"type": "string", "contentEncoding": "base64", "pattern": BASE64}
         if f.type in _INT64:
-            return {"type": "string", "format": "int64"}
+            # The protobuf JSON mapping writes 64-bit integers as strings and reads either form.
+            return {"type": ["string", "integer"], "format": "int64", "pattern": "^-?[0-9]{1,19}$",
+                    "minimum": -(2**63), "maximum": 2**63 - 1}
         if f.type in _INT32:
-            return {"type": "integer", "format": "int32"}
+            unsigned = f.type in (FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32)
+            return {"type": "integer", "format": "int32", "minimum": 0 if unsigned else -(2**31),
+                    "maximum": 2**32 - 1 if unsigned else 2**31 - 1}
         return {"type": "number"}
 
 
@@ -143,8 +156,8 @@ def _operation(op: Operation, schemas: _Schemas) -> dict[str, Any]:
                            "schema": {"type": "string"}, "description": "Resume after this event"})
     doc["parameters"] = parameters
     if op.body == "json" and op.request is not None and op.method != "GET":
-        doc["requestBody"] = {"required": False,
-                              "content": {"application/json": {"schema": schemas.ref(op.request.DESCRIPTOR)}}}
+        doc["requestBody"] = {"required": False, "content": {"application/json": {
+            "schema": schemas.body(op.request.DESCRIPTOR, op.path_params)}}}
     elif op.body == "multipart":
         properties = {name: {"type": "string", "description": text} for name, text in op.multipart_fields.items()}
         properties["file"] = {"type": "string", "contentMediaType": "application/octet-stream",
@@ -173,8 +186,7 @@ def _operation(op: Operation, schemas: _Schemas) -> dict[str, Any]:
         errors |= {400, 413, 415, 422}
     if op.method == "GET" and op.request is not None:
         errors.add(400)  # a query parameter that is unknown or not of its type
-    if not op.public:
-        errors.add(401)
+    errors.add(401)  # resident routes without a token; any route with a bad one
     for status in sorted(errors):
         responses[str(status)] = {"description": HTTP_REASONS.get(status, "Error"), "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/google.rpc.Status"}}}}
