@@ -127,7 +127,8 @@ class _Schemas:
             return {"type": ["string", "integer"], "format": "int64", "pattern": "^-?[0-9]{1,19}$",
                     "minimum": -(2**63), "maximum": 2**63 - 1}
         if f.type in _INT32:
-            unsigned = f.type in (FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32)
+            unsigned = f.type in (FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32) \
+                or f.name == "page_size"  # every list RPC refuses a negative page size
             return {"type": "integer", "format": "int32", "minimum": 0 if unsigned else -(2**31),
                     "maximum": 2**32 - 1 if unsigned else 2**31 - 1}
         return {"type": "number"}
