@@ -40,6 +40,35 @@ def child_allowance_form(**overrides) -> dict:
     return form
 
 
+def nursery_form(birth: str, wants: bool, **overrides) -> dict:
+    form = {
+        "child": {"name": "山田 一郎", "name_kana": "やまだ いちろう", "birth_date": birth},
+        "guardian": {"name": "山田 花子", "name_kana": "ヤマダ ハナコ", "birth_date": "1990-04-10",
+                     "address": "東京都千代田区千代田1-1", "relationship": "mother"},
+        "wants_childcare": wants,
+        "period": {"start_date": "2027-04-01", "end_date": "2028-03-31"},
+        "facility_preferences": [{"facility_name": "千代田保育園"}, {"facility_name": "神田こども園"}],
+        "tax_data_consent": True,
+    }
+    if wants:
+        form.update(care_reason="employment", days=["mon", "tue", "wed", "thu", "fri"],
+                    hours={"start_time": "08:30", "end_time": "17:30"})
+    form.update(overrides)
+    return form
+
+
+def pregnancy_form(**overrides) -> dict:
+    form = {
+        "pregnant_person": {"name": "山田 花子", "name_kana": "ヤマダ ハナコ", "birth_date": "1990-04-10",
+                            "address": "東京都千代田区千代田1-1"},
+        "weeks_of_pregnancy": 10, "expected_delivery_date": "2027-06-26", "first_birth": True,
+        "diagnosed_by": {"kind": "doctor", "name": "佐藤 医師", "facility_name": "千代田クリニック",
+                         "diagnosis_date": "2026-11-30"},
+    }
+    form.update(overrides)
+    return form
+
+
 def error_details(err: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
     """(ErrorInfo reason, BadRequest field paths) of a refused call."""
     status = rpc_status.from_call(err)

@@ -13,7 +13,7 @@ from server.application.catalogue import BY_CODE
 from server.application.forms import certification_class, check_form
 from server.errors import InvalidArgument
 from server.ids import new_id
-from tests.application.support import CERT, child_allowance_form, refused
+from tests.application.support import CERT, child_allowance_form, nursery_form, pregnancy_form, refused
 
 TODAY = date(2026, 12, 3)
 
@@ -65,23 +65,6 @@ def test_children_rules():
     assert set(violations(CERT, child_allowance_form(children=[]))) == {"form.children"}
 
 
-def nursery_form(birth: str, wants: bool, **overrides) -> dict:
-    form = {
-        "child": {"name": "山田 一郎", "name_kana": "やまだ いちろう", "birth_date": birth},
-        "guardian": {"name": "山田 花子", "name_kana": "ヤマダ ハナコ", "birth_date": "1990-04-10",
-                     "address": "東京都千代田区千代田1-1", "relationship": "mother"},
-        "wants_childcare": wants,
-        "period": {"start_date": "2027-04-01", "end_date": "2028-03-31"},
-        "facility_preferences": [{"facility_name": "千代田保育園"}, {"facility_name": "神田こども園"}],
-        "tax_data_consent": True,
-    }
-    if wants:
-        form.update(care_reason="employment", days=["mon", "tue", "wed", "thu", "fri"],
-                    hours={"start_time": "08:30", "end_time": "17:30"})
-    form.update(overrides)
-    return form
-
-
 def test_childcare_class_is_computed_not_asked():
     code = "childcare.certification"
     assert check_form(BY_CODE[code], nursery_form("2022-06-01", True), complete=True,
@@ -102,18 +85,6 @@ def test_childcare_class_is_computed_not_asked():
     # Age is taken on the first day of the wished period: three on 2027-04-01.
     assert certification_class(date(2024, 4, 1), date(2027, 4, 1), True) == "2"
     assert certification_class(date(2024, 4, 2), date(2027, 4, 1), True) == "3"
-
-
-def pregnancy_form(**overrides) -> dict:
-    form = {
-        "pregnant_person": {"name": "山田 花子", "name_kana": "ヤマダ ハナコ", "birth_date": "1990-04-10",
-                            "address": "東京都千代田区千代田1-1"},
-        "weeks_of_pregnancy": 10, "expected_delivery_date": "2027-06-26", "first_birth": True,
-        "diagnosed_by": {"kind": "doctor", "name": "佐藤 医師", "facility_name": "千代田クリニック",
-                         "diagnosis_date": "2026-11-30"},
-    }
-    form.update(overrides)
-    return form
 
 
 def test_pregnancy_notification_rules():

@@ -13,7 +13,8 @@ from onestop.auth.v1 import auth_pb2, auth_pb2_grpc
 from server.application.canonical import FORMAT
 from server.ids import new_id
 from server.testing import PASSWORD
-from tests.application.support import CERT, LG, OTHER_LG, child_allowance_form, jpeg_bytes, make_applicant, refused
+from tests.application.support import (CERT, LG, OTHER_LG, child_allowance_form, jpeg_bytes, make_applicant,
+                                      nursery_form, pregnancy_form, refused)
 
 S = pb  # short alias for statuses
 
@@ -372,3 +373,22 @@ async def test_staff_read_the_form_that_was_signed(applicant, staff):
     shown = (await staff.GetApplication(pb.GetApplicationRequest(application_id=application.application_id))).application
     assert json.loads(shown.form_json) == json.loads(evidence.canonical_bytes)["form"]
     assert json.loads(shown.form_json)["payment_account"]["holder_kana"] == "ヤマダ\u3000ハナコ"
+
+
+async def test_nursery_and_pregnancy_applications_end_to_end(applicant, staff):
+    nursery = await applicant.draft(nursery_form("2025-06-01", True), procedure="childcare.certification")
+    assert json.loads(nursery.form_json)["certification_class"] == "3"  # computed by the server
+    code, reason, fields = await refused(applicant.stub.PrepareSubmission(pb.PrepareSubmissionRequest(
+        application_id=nursery.application_id), metadata=applicant.md))
+    assert (code, reason, fields) == (grpc.StatusCode.INVALID_ARGUMENT, "ATTACHMENT_REQUIRED",
+                                      ["attachments.employment_certificate"])
+    await applicant.upload(nursery.application_id, slot="employment_certificate")
+    submitted = (await applicant.sign_and_submit(nursery.application_id)).application
+    assert submitted.status == pb.APPLICATION_STATUS_SUBMITTED
+
+    pregnancy = await applicant.draft(pregnancy_form(), procedure="maternal_child_health.pregnancy_notification")
+    submitted = (await applicant.sign_and_submit(pregnancy.application_id)).application  # no attachment needed
+    assert submitted.procedure_title == "妊娠の届出"
+    queue = await staff.ListApplications(pb.ListApplicationsRequest(
+        procedure_code="maternal_child_health.pregnancy_notification"))
+    assert [a.application_id for a in queue.applications] == [pregnancy.application_id]
