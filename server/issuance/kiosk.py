@@ -108,14 +108,16 @@ class KioskDesk:
 
     async def _answer(self, kiosk: Machine, request: pb.KioskSessionRequest, kind: str) -> pb.KioskSessionResponse:
         digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
-        key = (kiosk.id, request.kiosk_transaction_id, request.step_id)
-        async with self._p.db.read() as tx:
-            prior = await store.step(tx, *key)
-        if prior is not None:
-            return self._replay(prior, digest)
-        if kind == "begin":
-            return await self._begin(kiosk, request, digest)
-        if kind == "card_sign_in":
+        if kind in ("begin", "card_sign_in"):
+            # These act outside the step's write transaction (a challenge, the nonce): a resent
+            # step must be recognised before that. Other steps are checked inside it.
+            key = (kiosk.id, request.kiosk_transaction_id, request.step_id)
+            async with self._p.db.read() as tx:
+                prior = await store.step(tx, *key)
+            if prior is not None:
+                return self._replay(prior, digest)
+            if kind == "begin":
+                return await self._begin(kiosk, request, digest)
             return await self._sign_in(kiosk, request, digest)
         work = {
             "menu": self._menu, "order": self._order, "payment_confirmed": self._pay,
