@@ -82,23 +82,49 @@ class Written:
     created: bool
 
 
-async def _household_problems(tx: Tx, fields: ResidentFields, prefix: str) -> list[FieldViolation]:
+class Households:
+    """What is known of households during one unit of work: id -> (municipality, head), or None."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, tuple[str, str | None] | None] = {}
+
+    async def get(self, tx: Tx, household_id: str) -> tuple[str, str | None] | None:
+        if household_id not in self.known:
+            row = await store.household(tx, household_id)
+            self.known[household_id] = None if row is None else (row["municipality_code"], row["head_resident_id"])
+        return self.known[household_id]
+
+    async def prefetch(self, tx: Tx, household_ids: list[str]) -> None:
+        wanted = sorted({h for h in household_ids if h and h not in self.known})
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            found = {r["household_id"]: (r["municipality_code"], r["head_resident_id"])
+                     for r in await store.households(tx, chunk)}
+            for household_id in chunk:
+                self.known[household_id] = found.get(household_id)
+
+
+async def _household_problems(tx: Tx, fields: ResidentFields, prefix: str,
+                              households: Households) -> list[FieldViolation]:
     if not fields.household_id:
         return []
-    row = await store.household(tx, fields.household_id)
-    if row is not None and row["municipality_code"] != fields.municipality_code:
+    known = await households.get(tx, fields.household_id)
+    if known is not None and known[0] != fields.municipality_code:
         return [FieldViolation(f"{prefix}household_id", "a household of another municipality")]
     return []
 
 
 async def write_resident(tx: Tx, fields: ResidentFields, now: datetime, *, expected_version: int | None,
-                         existing: sqlite3.Row | None) -> Written:
+                         existing: sqlite3.Row | dict | None, households: Households | None = None) -> Written:
     """Create or update one resident (fields already checked); the household follows."""
+    households = households or Households()
     now_ms = to_epoch_ms(now)
-    if fields.household_id and await store.household(tx, fields.household_id) is None:
-        await store.insert_household(tx, fields.household_id, fields.municipality_code)
+    household = fields.household_id
+    if household and await households.get(tx, household) is None:
+        await store.insert_household(tx, household, fields.municipality_code)
+        households.known[household] = (fields.municipality_code, None)
     values = {
-        "household_id": fields.household_id or None,
+        "household_id": household or None,
         "name": fields.name.strip(),
         "name_kana": fields.name_kana.strip(),
         "birth_date": fields.birth_date,
@@ -120,13 +146,19 @@ async def write_resident(tx: Tx, fields: ResidentFields, now: datetime, *, expec
             raise Conflict("VERSION_CONFLICT", "the resident changed since it was read; re-read and retry",
                            metadata={"version": str(existing["version"])})
         created = False
-    await store.clear_head_elsewhere(tx, resident_id, fields.household_id or None)
-    if fields.household_id:
-        head = (await store.household(tx, fields.household_id))["head_resident_id"]
-        if fields.household_head:
-            await store.set_household_head(tx, fields.household_id, resident_id)
-        elif head == resident_id:
-            await store.set_household_head(tx, fields.household_id, None)
+        # the resident stops heading any other household (a new resident heads nothing yet)
+        await store.clear_head_elsewhere(tx, resident_id, household or None)
+        for other, state in households.known.items():
+            if state is not None and other != household and state[1] == resident_id:
+                households.known[other] = (state[0], None)
+    if household:
+        lgcode, head = households.known[household]  # type: ignore[misc]
+        if fields.household_head and head != resident_id:
+            await store.set_household_head(tx, household, resident_id)
+            households.known[household] = (lgcode, resident_id)
+        elif not fields.household_head and head == resident_id:
+            await store.set_household_head(tx, household, None)
+            households.known[household] = (lgcode, None)
     return Written(resident_id, created)
 
 
@@ -149,7 +181,7 @@ async def upsert_resident(tx: Tx, principal: Principal, fields: ResidentFields, 
     await require_municipality_exists(tx, fields.municipality_code, "resident.municipality_code")
     if fields.honseki_code:
         await require_municipality_exists(tx, fields.honseki_code, "resident.honseki_code")
-    if problems := await _household_problems(tx, fields, "resident."):
+    if problems := await _household_problems(tx, fields, "resident.", Households()):
         raise FailedPrecondition("HOUSEHOLD_OF_OTHER_MUNICIPALITY", "the household belongs to another municipality",
                                  problems)
     written = await write_resident(tx, fields, now, expected_version=expected_version or None, existing=existing)
@@ -474,35 +506,55 @@ class ImportOutcome:
 
 
 async def import_rows(tx: Tx, lgcode: str, rows: list[tuple[int, ResidentFields]], now: datetime) -> ImportOutcome:
-    """Write every valid row, each under its own savepoint; report the others. Scope checked by the caller."""
+    """Write every valid row, each under its own savepoint; report the others. Scope checked by the caller.
+
+    Households and existing residents are read in bulk first, so a row costs a few statements.
+    """
     await require_municipality_exists(tx, lgcode, "municipality_code")
     outcome = ImportOutcome(rejected=[], written=[])
-    known_codes: dict[str, bool] = {}
+    households = Households()
+    await households.prefetch(tx, [f.household_id for _, f in rows])
+    residents: dict[str, dict] = {}
+    ids = sorted({f.resident_id for _, f in rows if f.resident_id})
+    for start in range(0, len(ids), 500):
+        for r in await store.residents_by_id(tx, ids[start:start + 500]):
+            residents[r["resident_id"]] = dict(r)
+    codes = sorted({f.honseki_code for _, f in rows if f.honseki_code})
+    known_codes = set(await store.existing_codes(tx, codes)) if codes else set()
+    today_ = today(now)
     for row_number, fields in rows:
-        violations = check_resident(fields, prefix="", today=today(now))
-        if fields.honseki_code and not violations:
-            if fields.honseki_code not in known_codes:
-                known_codes[fields.honseki_code] = await store.municipality(tx, fields.honseki_code) is not None
-            if not known_codes[fields.honseki_code]:
-                violations.append(FieldViolation("honseki_code", "unknown municipality"))
+        violations = check_resident(fields, prefix="", today=today_)
+        if fields.honseki_code and not violations and fields.honseki_code not in known_codes:
+            violations.append(FieldViolation("honseki_code", "unknown municipality"))
         existing = None
         if not violations:
-            violations += await _household_problems(tx, fields, "")
-            if fields.resident_id:
-                existing = await store.resident(tx, fields.resident_id)
-                if existing is not None and existing["municipality_code"] != lgcode:
-                    violations.append(FieldViolation("resident_id", "a resident of another municipality"))
+            violations += await _household_problems(tx, fields, "", households)
+            existing = residents.get(fields.resident_id) if fields.resident_id else None
+            if existing is not None and existing["municipality_code"] != lgcode:
+                violations.append(FieldViolation("resident_id", "a resident of another municipality"))
         if violations:
             outcome.rejected.append((row_number, violations))
             continue
-        await store.savepoint(tx, "import_row")
+        # A new resident joining no household or an existing one without heading it is one INSERT,
+        # atomic by itself; anything more runs under a savepoint so a failure takes all of the row.
+        single = existing is None and not fields.household_head and (
+            not fields.household_id or households.known.get(fields.household_id) is not None)
+        before = dict(households.known)
+        if not single:
+            await store.savepoint(tx, "import_row")
         try:
-            written = await write_resident(tx, fields, now, expected_version=None, existing=existing)
+            written = await write_resident(tx, fields, now, expected_version=None, existing=existing,
+                                           households=households)
         except sqlite3.IntegrityError:
-            await store.rollback_to(tx, "import_row")
+            if not single:
+                await store.rollback_to(tx, "import_row")
+            households.known = before
             outcome.rejected.append((row_number, [FieldViolation("row", "conflicts with stored records")]))
             continue
-        await store.release(tx, "import_row")
+        if not single:
+            await store.release(tx, "import_row")
+        residents[written.resident_id] = {"resident_id": written.resident_id, "municipality_code": lgcode,
+                                          "version": (existing or {"version": 0})["version"] + 1}
         outcome.written.append((row_number, written.resident_id))
         if written.created:
             outcome.created += 1

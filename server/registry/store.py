@@ -61,6 +61,22 @@ async def household(tx: Tx, household_id: str) -> sqlite3.Row | None:
     return await tx.one("SELECT * FROM households WHERE household_id = ?", (household_id,))
 
 
+async def households(tx: Tx, household_ids: Sequence[str]) -> list[sqlite3.Row]:
+    marks = ", ".join("?" for _ in household_ids)
+    return await tx.all(f"SELECT * FROM households WHERE household_id IN ({marks})", tuple(household_ids))
+
+
+async def residents_by_id(tx: Tx, resident_ids: Sequence[str]) -> list[sqlite3.Row]:
+    marks = ", ".join("?" for _ in resident_ids)
+    return await tx.all(f"SELECT resident_id, municipality_code, version FROM residents WHERE resident_id IN ({marks})",
+                        tuple(resident_ids))
+
+
+async def existing_codes(tx: Tx, codes: Sequence[str]) -> list[str]:
+    marks = ", ".join("?" for _ in codes)
+    return [r[0] for r in await tx.all(f"SELECT code FROM municipalities WHERE code IN ({marks})", tuple(codes))]
+
+
 async def insert_household(tx: Tx, household_id: str, lgcode: str) -> None:
     await tx.execute("INSERT INTO households (household_id, municipality_code) VALUES (?, ?)", (household_id, lgcode))
 

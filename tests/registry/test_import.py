@@ -172,3 +172,70 @@ async def test_cli_command_end_to_end(platform, tmp_path):
     assert code == 0, err
     assert "6 rows: 6 skipped" in out and "5 created" in out
     assert await count(platform) == 5
+
+
+async def test_a_row_failing_mid_write_leaves_nothing_of_itself(platform, monkeypatch):
+    """The household of a row is created before its resident; if the resident insert fails, both go."""
+    import sqlite3
+
+    from server.registry import store
+
+    await with_municipalities(platform)
+    real_insert = store.insert_resident
+
+    async def failing(tx, values):
+        if values["name"] == "失敗 する":
+            await real_insert(tx, values)  # written, then the row fails after it
+            raise sqlite3.IntegrityError("simulated constraint failure")
+        if values["name"] == "単独 失敗":
+            raise sqlite3.IntegrityError("simulated: a single INSERT fails and writes nothing")
+        await real_insert(tx, values)
+
+    monkeypatch.setattr(store, "insert_resident", failing)
+    reply = await stub(platform).ImportResidents(stream([
+        row(2, "成功 一", household_id="hh_ok"),
+        row(3, "失敗 する", household_id="hh_lost", household_head=True),
+        row(4, "成功 二", household_id="hh_ok"),
+        row(5, "単独 失敗", household_id="hh_ok"),
+        row(6, "成功 三", household_id="hh_lost"),  # the rolled-back household is created afresh
+    ])())
+    assert (reply.created, reply.rejected_count) == (3, 2)
+    assert [r.row_number for r in reply.rejected] == [3, 5]
+    assert all(r.violations[0].field == "row" for r in reply.rejected)
+    assert await count(platform, "SELECT count(*) FROM residents WHERE name IN ('失敗 する', '単独 失敗')") == 0
+    assert await count(platform, "SELECT head_resident_id IS NULL FROM households WHERE household_id = 'hh_lost'") == 1
+    assert await count(platform) == 3
+
+
+async def test_stream_row_limit(platform, monkeypatch):
+    from server.registry import rules
+
+    await with_municipalities(platform)
+    monkeypatch.setattr(rules, "MAX_IMPORT_ROWS", 3)
+    await expect_error(stub(platform).ImportResidents(stream([row(n) for n in range(2, 6)])()), IA,
+                       "TOO_MANY_ROWS", "rows")
+    assert await count(platform) == 0
+
+
+async def test_concurrent_links_of_one_card_one_wins(platform):
+    import asyncio
+
+    from server.testing import holder, issue_card
+    from tests.registry.test_cards import HANAKO, link
+
+    await with_municipalities(platform)
+    registry = stub(platform)
+    card = issue_card(platform.pki, holder(), now=platform.clock.now())
+    residents = [await create(registry, **HANAKO) for _ in range(4)]
+
+    async def attempt(r):
+        try:
+            await registry.LinkCard(link(r.resident_id, card))
+            return "linked"
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+            return "refused"
+
+    outcomes = await asyncio.gather(*(attempt(r) for r in residents))
+    assert sorted(outcomes) == ["linked"] + ["refused"] * 3
+    assert await count(platform, "SELECT count(*) FROM card_links WHERE unlinked_at_ms IS NULL") == 1
