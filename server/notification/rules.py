@@ -115,8 +115,9 @@ async def _notice_for(tx: Tx, *, notice_id: str, municipality_code: str, categor
         "status": "sent", "source": "rule", "created_at_ms": now_ms, "created_by": "rules", "sent_at_ms": now_ms,
         "sent_by": "rules",
     })
-    return await store.fan_out(tx, notice_id, municipality_code, audience, prepared["title"], prepared["body"],
-                               now_ms, on)
+    delivered, _ = await store.fan_out(tx, notice_id, municipality_code, audience, prepared["title"],
+                                       prepared["body"], now_ms, on)
+    return delivered
 
 
 async def run(tx: Tx, municipality_code: str, on: date, now_ms: int) -> list[Outcome]:

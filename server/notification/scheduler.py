@@ -1,9 +1,11 @@
 """The scheduler loop of one server process: due scheduled notices, and the daily rules run.
 
 Safe with several server processes on one database: a due notice is claimed by an atomic
-`UPDATE ... WHERE status = 'scheduled'` inside the write transaction that also writes its
-deliveries (one process wins; a crash leaves it scheduled), and the daily rules run is claimed per
-municipality and day by an INSERT OR IGNORE into `rule_runs` (and rules fire once anyway).
+`UPDATE ... WHERE status = 'scheduled'` (one process wins), then its deliveries are written in
+chunks, each its own transaction continuing from the position stored with the notice (a process
+that stops between chunks leaves the rest to whichever scheduler ticks next: `resume_fan_outs`);
+the daily rules run is claimed per municipality and day by an INSERT OR IGNORE into `rule_runs`
+(and rules fire once anyway).
 """
 
 from __future__ import annotations
@@ -41,13 +43,41 @@ def today(platform: Platform) -> date:
     return platform.clock.now().astimezone(JST).date()
 
 
-async def send_notice_now(tx, notice, now_ms: int, on: date) -> int:
-    """Fan a claimed/new notice out to its audience (one INSERT ... SELECT)."""
+MAX_CHUNKS = 100_000  # bound on one fan-out's loop (10^9 recipients at the default chunk)
+
+
+def chunk_size() -> int:
+    """Recipients written per transaction (`ONESTOP_NOTIFICATION_FANOUT_CHUNK`, default 10,000)."""
+    return max(1, int(os.environ.get("ONESTOP_NOTIFICATION_FANOUT_CHUNK", "10000")))
+
+
+async def fan_out_step(tx, notice_id: str, now_ms: int, limit: int) -> bool:
+    """Write the next chunk of a sent notice's deliveries inside `tx`; True once complete.
+
+    The position is read inside the write transaction, so any number of processes may drive the same
+    notice: each chunk continues where the last committed one stopped (and INSERT OR IGNORE on
+    (notice, resident) would absorb any overlap)."""
+    notice = await store.get_notice(tx, notice_id)
+    if notice is None or notice["status"] != "sent" or notice["fanout_done"]:
+        return True
     audience = json.loads(notice["audience"])
     prepared = templates.prepare({"title": notice["title"], "body": notice["body"]}, json.loads(notice["fields"]),
                                  store.row_fields(audience))
-    return await store.fan_out(tx, notice["notice_id"], notice["municipality_code"], audience, prepared["title"],
-                               prepared["body"], now_ms, on)
+    _, position = await store.fan_out(tx, notice_id, notice["municipality_code"], audience, prepared["title"],
+                                      prepared["body"], now_ms, date.fromisoformat(audience["on"]),
+                                      after=notice["fanout_after"], limit=limit)
+    return position is None
+
+
+async def complete_fan_out(platform: Platform, notice_id: str, on_delivered) -> None:
+    """Drive a notice's fan-out to the end, one chunk per write transaction (other writers interleave)."""
+    for _ in range(MAX_CHUNKS):
+        async with platform.db.write() as tx:
+            done = await fan_out_step(tx, notice_id, to_epoch_ms(platform.clock.now()), chunk_size())
+        on_delivered()
+        if done:
+            return
+    log.error("fan-out did not finish", extra={"notice_id": notice_id})
 
 
 class Scheduler:
@@ -72,7 +102,8 @@ class Scheduler:
             await asyncio.sleep(tick_seconds())
 
     async def tick(self) -> dict[str, int]:
-        return {"sent": await self.send_due(), "rule_runs": await self.run_daily_rules()}
+        return {"resumed": await self.resume_fan_outs(), "sent": await self.send_due(),
+                "rule_runs": await self.run_daily_rules()}
 
     async def send_due(self, limit: int = 20) -> int:
         """Send every scheduled notice whose time has come; returns how many this process sent."""
@@ -83,15 +114,21 @@ class Scheduler:
         sent = 0
         for notice_id in due:
             async with self._p.db.write() as tx:
-                if not await store.claim_scheduled(tx, notice_id, now_ms, self.worker):
+                if not await store.claim_scheduled(tx, notice_id, now_ms, self.worker, today(self._p)):
                     continue  # another process sent it, or it was cancelled
-                notice = await store.get_notice(tx, notice_id)
-                count = await send_notice_now(tx, notice, now_ms, today(self._p))
+            await complete_fan_out(self._p, notice_id, self._on_delivered)
             sent += 1
-            log.info("scheduled notice sent", extra={"notice_id": notice_id, "recipients": count})
-        if sent:
-            self._on_delivered()
+            log.info("scheduled notice sent", extra={"notice_id": notice_id})
         return sent
+
+    async def resume_fan_outs(self, limit: int = 20) -> int:
+        """Finish fan-outs left incomplete (a process stopped between chunks)."""
+        async with self._p.db.read() as tx:
+            pending = await store.incomplete_fan_outs(tx, limit)
+        for notice_id in pending:
+            await complete_fan_out(self._p, notice_id, self._on_delivered)
+            log.info("fan-out resumed", extra={"notice_id": notice_id})
+        return len(pending)
 
     async def run_daily_rules(self) -> int:
         """Run the rules once a day per municipality with residents (claimed in `rule_runs`)."""

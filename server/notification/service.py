@@ -22,7 +22,7 @@ from server.idempotency import run_once
 from server.ids import new_id
 from server.notification import ages, rules, store, templates
 from server.notification.hub import DeliveryHub
-from server.notification.scheduler import Scheduler, today
+from server.notification.scheduler import Scheduler, complete_fan_out, today
 from server.notification.sink import CATEGORIES, NoticeSink, check_text
 from server.platform import Platform
 
@@ -140,9 +140,12 @@ def _survey(raw: str | None) -> list[pb.SurveyChoice]:
 
 
 def _sent(row, delivered: int, read: int) -> pb.SentNotice:
+    status = STATUS[row["status"]]
+    if row["status"] == "sent" and not row["fanout_done"]:
+        status = pb.NOTICE_STATUS_SENDING
     return pb.SentNotice(
         notice_id=row["notice_id"], municipality_code=row["municipality_code"], category=row["category"],
-        title=row["title"], body=row["body"], link=row["link"], status=STATUS[row["status"]], source=row["source"],
+        title=row["title"], body=row["body"], link=row["link"], status=status, source=row["source"],
         send_at=ts_ms(row["send_at_ms"]), sent_at=ts_ms(row["sent_at_ms"]), delivered_count=delivered,
         read_count=read, survey_choices=_survey(row["survey"]),
     )
@@ -221,23 +224,25 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
             notice_id = new_id("ntc")
             await store.insert_notice(tx, {
                 "notice_id": notice_id, "municipality_code": lgcode, "category": category, "title": request.title,
-                "body": request.body, "link": request.link, "audience": json.dumps(audience),
+                "body": request.body, "link": request.link,
+                "audience": json.dumps(audience if send_at_ms else {**audience, "on": today(self._p).isoformat()}),
                 "fields": json.dumps(fields, ensure_ascii=False),
                 "survey": json.dumps(choices, ensure_ascii=False) if choices else None,
                 "status": "scheduled" if send_at_ms else "sent", "source": "staff", "send_at_ms": send_at_ms,
                 "created_at_ms": now_ms, "created_by": caller, "sent_at_ms": None if send_at_ms else now_ms,
-                "sent_by": None if send_at_ms else caller,
+                "sent_by": None if send_at_ms else caller, "fanout_done": 1 if send_at_ms else 0,
             })
-            delivered = 0
-            if not send_at_ms:
-                delivered = await store.fan_out(tx, notice_id, lgcode, audience, prepared["title"],
-                                                prepared["body"], now_ms, today(self._p))
-            row = await store.get_notice(tx, notice_id)
-            return pb.SendNoticeResponse(notice=_sent(row, delivered, 0))
+            return pb.SendNoticeResponse(notice=_sent(await store.get_notice(tx, notice_id), 0, 0))
 
-        response = await run_once(self._p.db, self._p.clock, request, pb.SendNoticeResponse, work)
-        self._hub.poke()
-        log.info("notice accepted", extra={"notice_id": response.notice.notice_id, "municipality": lgcode,
+        accepted = await run_once(self._p.db, self._p.clock, request, pb.SendNoticeResponse, work)
+        notice_id = accepted.notice.notice_id
+        # The deliveries are written after the notice, in chunks (each its own transaction, so other
+        # writers interleave); the reply says where things stand once they are all in (a retry too).
+        await complete_fan_out(self._p, notice_id, self._hub.poke)
+        async with self._p.db.read() as tx:
+            row = await store.get_notice(tx, notice_id)
+            response = pb.SendNoticeResponse(notice=_sent(row, *await store.notice_counts(tx, notice_id)))
+        log.info("notice accepted", extra={"notice_id": notice_id, "municipality": lgcode,
                                            "recipients": response.notice.delivered_count})
         return response
 

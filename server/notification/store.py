@@ -62,78 +62,79 @@ async def missing_residents(tx: Tx, municipality_code: str, resident_ids: list[s
     return [r for r in resident_ids if r not in found]
 
 
-async def fan_out(tx: Tx, notice_id: str, municipality_code: str, audience: dict, title: str, body: str,
-                  now_ms: int, on: date) -> int:
-    """Write the deliveries of a notice to its audience (as it stands at `on`); returns how many."""
+async def _audience_sql(tx: Tx, notice_id: str, municipality_code: str, audience: dict,
+                        on: date) -> tuple[str, list, dict[str, str]]:
+    """(" FROM ... WHERE ...", its parameters, per-recipient fields) selecting recipients as `p`."""
     kind = audience["kind"]
     adult = ages.adult_born_by(on).isoformat()
     if kind in ("residents", "all_residents"):
-        title_sql, body_sql = render_sql("?", _NAME), render_sql("?", _NAME)
-        only = " AND p.resident_id IN (SELECT value FROM json_each(?))" if kind == "residents" else ""
-        params = [notice_id, title, body, now_ms, municipality_code]
+        sql = f" FROM residents p WHERE p.municipality_code = ? AND p.status IN {ACTIVE}"
+        params: list = [municipality_code]
         if kind == "residents":
+            sql += " AND p.resident_id IN (SELECT value FROM json_each(?))"
             params.append(json.dumps(audience["resident_ids"]))
-        sql = (
-            "INSERT OR IGNORE INTO deliveries (notice_id, resident_id, title, body, delivered_at_ms)"
-            f" SELECT ?, p.resident_id, {title_sql}, {body_sql}, ? FROM residents p"
-            f" WHERE p.municipality_code = ? AND p.status IN {ACTIVE}{only}"
-        )
-    elif kind == "parents_of_children":
+        return sql, params, _NAME
+    if kind == "parents_of_children":
         as_of = date.fromisoformat(audience["as_of"]) if audience.get("as_of") else on
         earliest, latest = ages.birth_range(audience["min_months"], audience["max_months"], as_of)
-        adult = ages.adult_born_by(as_of).isoformat()
-        title_sql, body_sql = render_sql("?", _NAME_AND_CHILD), render_sql("?", _NAME_AND_CHILD)
-        sql = (
-            "INSERT OR IGNORE INTO deliveries (notice_id, resident_id, title, body, delivered_at_ms)"
-            f" SELECT ?, p.resident_id, {title_sql}, {body_sql}, ? FROM residents c"
-            " JOIN residents p ON p.household_id = c.household_id AND p.resident_id <> c.resident_id"
+        return (
+            " FROM residents c JOIN residents p ON p.household_id = c.household_id AND p.resident_id <> c.resident_id"
             f" WHERE c.municipality_code = ? AND c.status IN {ACTIVE} AND c.birth_date BETWEEN ? AND ?"
-            f" AND p.status IN {ACTIVE} AND p.birth_date <= ? GROUP BY p.resident_id"
-        )
-        params = [notice_id, title, body, now_ms, municipality_code, earliest.isoformat(), latest.isoformat(), adult]
-    elif kind == "benefit_recipients":
-        title_sql, body_sql = render_sql("?", _NAME), render_sql("?", _NAME)
+            f" AND p.status IN {ACTIVE} AND p.birth_date <= ?",
+            [municipality_code, earliest.isoformat(), latest.isoformat(), ages.adult_born_by(as_of).isoformat()],
+            _NAME_AND_CHILD)
+    if kind == "benefit_recipients":
         households, extra = await benefit_households_sql(tx, audience["program"], municipality_code, on)
-        sql = (
-            "INSERT OR IGNORE INTO deliveries (notice_id, resident_id, title, body, delivered_at_ms)"
-            f" SELECT ?, p.resident_id, {title_sql}, {body_sql}, ? FROM residents p"
-            f" WHERE p.household_id IN ({households}) AND p.status IN {ACTIVE} AND p.birth_date <= ?"
-        )
-        params = [notice_id, title, body, now_ms, *extra, adult]
-    elif kind == "rule_children":  # parents of the children a rule fired for under this notice
-        title_sql, body_sql = render_sql("?", _NAME_AND_CHILD), render_sql("?", _NAME_AND_CHILD)
-        sql = (
-            "INSERT OR IGNORE INTO deliveries (notice_id, resident_id, title, body, delivered_at_ms)"
-            f" SELECT ?, p.resident_id, {title_sql}, {body_sql}, ? FROM rule_firings f"
-            " JOIN residents c ON c.resident_id = f.subject_id"
+        return (f" FROM residents p WHERE p.household_id IN ({households}) AND p.status IN {ACTIVE}"
+                " AND p.birth_date <= ?", [*extra, adult], _NAME)
+    if kind == "rule_children":  # parents of the children a rule fired for under this notice
+        return (
+            " FROM rule_firings f JOIN residents c ON c.resident_id = f.subject_id"
             " JOIN residents p ON p.household_id = c.household_id AND p.resident_id <> c.resident_id"
-            f" WHERE f.notice_id = ? AND p.status IN {ACTIVE} AND p.birth_date <= ? GROUP BY p.resident_id"
-        )
-        params = [notice_id, title, body, now_ms, notice_id, adult]
-    elif kind == "rule_households":  # adults of the households a rule fired for under this notice
-        title_sql, body_sql = render_sql("?", _NAME), render_sql("?", _NAME)
-        sql = (
-            "INSERT OR IGNORE INTO deliveries (notice_id, resident_id, title, body, delivered_at_ms)"
-            f" SELECT ?, p.resident_id, {title_sql}, {body_sql}, ? FROM rule_firings f"
-            " JOIN residents p ON p.household_id = f.subject_id"
-            f" WHERE f.notice_id = ? AND p.status IN {ACTIVE} AND p.birth_date <= ? GROUP BY p.resident_id"
-        )
-        params = [notice_id, title, body, now_ms, notice_id, adult]
-    elif kind == "rule_applicants":  # the applicants of the applications a rule fired for
-        title_sql, body_sql = render_sql("?", _NAME), render_sql("?", _NAME)
-        sql = (
-            "INSERT OR IGNORE INTO deliveries (notice_id, resident_id, title, body, delivered_at_ms)"
-            f" SELECT ?, p.resident_id, {title_sql}, {body_sql}, ? FROM rule_firings f"
-            " JOIN applications a ON a.application_id = f.subject_id"
-            " JOIN residents p ON p.resident_id = a.resident_id"
-            f" WHERE f.notice_id = ? AND p.status IN {ACTIVE} GROUP BY p.resident_id"
-        )
-        params = [notice_id, title, body, now_ms, notice_id]
-    else:
-        raise ValueError(f"unknown audience kind {kind}")
-    count = await tx.execute(sql, params)
-    await tx.execute("UPDATE notices SET recipient_count = ? WHERE notice_id = ?", (count, notice_id))
-    return count
+            f" WHERE f.notice_id = ? AND p.status IN {ACTIVE} AND p.birth_date <= ?",
+            [notice_id, adult], _NAME_AND_CHILD)
+    if kind == "rule_households":  # adults of the households a rule fired for under this notice
+        return (f" FROM rule_firings f JOIN residents p ON p.household_id = f.subject_id"
+                f" WHERE f.notice_id = ? AND p.status IN {ACTIVE} AND p.birth_date <= ?", [notice_id, adult], _NAME)
+    if kind == "rule_applicants":  # the applicants of the applications a rule fired for
+        return (" FROM rule_firings f JOIN applications a ON a.application_id = f.subject_id"
+                f" JOIN residents p ON p.resident_id = a.resident_id WHERE f.notice_id = ? AND p.status IN {ACTIVE}",
+                [notice_id], _NAME)
+    raise ValueError(f"unknown audience kind {kind}")
+
+
+async def fan_out(tx: Tx, notice_id: str, municipality_code: str, audience: dict, title: str, body: str,
+                  now_ms: int, on: date, *, after: str | None = None,
+                  limit: int | None = None) -> tuple[int, str | None]:
+    """Write deliveries of a notice to its audience (as it stands at `on`), one INSERT ... SELECT.
+
+    Recipients go in resident_id order: with `limit`, only the next `limit` after `after`. Returns
+    (deliveries written, the last resident_id covered), the position being None when the audience is
+    exhausted (then the fan-out is complete).
+    """
+    from_where, params, row_fields_sql = await _audience_sql(tx, notice_id, municipality_code, audience, on)
+    title_sql, body_sql = render_sql("?", row_fields_sql), render_sql("?", row_fields_sql)
+    lower, lower_params = (" AND p.resident_id > ?", [after]) if after else ("", [])
+    upper, upper_params, position = "", [], None
+    if limit:
+        boundary = await tx.scalar(
+            f"SELECT p.resident_id{from_where}{lower} GROUP BY p.resident_id ORDER BY p.resident_id"
+            " LIMIT 1 OFFSET ?", [*params, *lower_params, limit - 1])
+        if boundary is not None:
+            upper, upper_params, position = " AND p.resident_id <= ?", [boundary], boundary
+    count = await tx.execute(
+        "INSERT OR IGNORE INTO deliveries (notice_id, resident_id, title, body, delivered_at_ms)"
+        f" SELECT ?, p.resident_id, {title_sql}, {body_sql}, ?{from_where}{lower}{upper} GROUP BY p.resident_id",
+        [notice_id, title, body, now_ms, *params, *lower_params, *upper_params])
+    await tx.execute(
+        "UPDATE notices SET recipient_count = recipient_count + ?, fanout_after = ?, fanout_done = ?"
+        " WHERE notice_id = ?", (count, position, 0 if position else 1, notice_id))
+    return count, position
+
+
+async def incomplete_fan_outs(tx: Tx, limit: int) -> list[str]:
+    rows = await tx.all("SELECT notice_id FROM notices WHERE fanout_done = 0 AND status = 'sent' LIMIT ?", (limit,))
+    return [r[0] for r in rows]
 
 
 async def due_notices(tx: Tx, now_ms: int, limit: int) -> list[str]:
@@ -144,12 +145,13 @@ async def due_notices(tx: Tx, now_ms: int, limit: int) -> list[str]:
     return [r[0] for r in rows]
 
 
-async def claim_scheduled(tx: Tx, notice_id: str, now_ms: int, by: str) -> bool:
-    """Atomically move a due notice to sent; False if another process (or a cancel) got there first."""
+async def claim_scheduled(tx: Tx, notice_id: str, now_ms: int, by: str, on: date) -> bool:
+    """Atomically move a due notice to sent (its fan-out pending, its audience fixed at `on`); False if
+    another process (or a cancel) got there first."""
     changed = await tx.execute(
-        "UPDATE notices SET status = 'sent', sent_at_ms = ?, sent_by = ?"
-        " WHERE notice_id = ? AND status = 'scheduled' AND send_at_ms <= ?",
-        (now_ms, by, notice_id, now_ms),
+        "UPDATE notices SET status = 'sent', sent_at_ms = ?, sent_by = ?, fanout_done = 0, fanout_after = NULL,"
+        " audience = json_set(audience, '$.on', ?) WHERE notice_id = ? AND status = 'scheduled' AND send_at_ms <= ?",
+        (now_ms, by, on.isoformat(), notice_id, now_ms),
     )
     return changed == 1
 
