@@ -89,3 +89,55 @@ async def test_soak_twenty_kiosks_two_servers_five_rounds(platform, card_pool):
         await run_kiosks(platform, card_pool, [platform.server, second], rounds=5)
     finally:
         await second.stop(grace=1)
+
+
+async def test_a_step_resent_to_another_server_process_gets_the_first_answer(platform):
+    from server.testing import holder
+    from tests.issuance.kit import Steps, reason
+
+    _, card = await add_resident(platform, holder())
+    second = await app.start(platform.settings, clock=platform.clock, port=0)
+    try:
+        on_first = Steps(kiosk(platform, "k-1"), "t-1")
+        on_second = Steps(kiosk(platform, "k-1", servers=[second]), "t-1")
+        begun = await on_first.send("b", begin=pb.Begin())
+        assert (await on_second.send("b", begin=pb.Begin())).challenge.nonce == begun.challenge.nonce
+        sign = pb.CardSignIn(certificate=card.auth_certificate_der,
+                             signature=card.sign_with_auth_key(begun.challenge.nonce, "1234"))
+        signed = await on_second.send("s", card_sign_in=sign)
+        assert reason(signed) == "OK"
+        replay = await on_first.send("s", card_sign_in=sign)
+        assert replay.replayed and replay.signed_in == signed.signed_in
+        await on_second.send("o", order=order(copies=2))
+        paid = await on_first.send("p", payment_confirmed=pb.PaymentConfirmed(amount_yen=600))
+        again = await on_second.send("p", payment_confirmed=pb.PaymentConfirmed(amount_yen=600))
+        assert again.replayed
+        assert [d.serial for d in again.documents.documents] == [d.serial for d in paid.documents.documents]
+        assert [d.pdf for d in again.documents.documents] == [d.pdf for d in paid.documents.documents]
+        for copy_no in (1, 2):
+            await on_second.send(f"r{copy_no}", print_result=pb.PrintResult(copy_no=copy_no,
+                                                                            outcome=pb.PRINT_OUTCOME_PRINTED))
+            await on_first.send(f"r{copy_no}", print_result=pb.PrintResult(copy_no=copy_no,
+                                                                           outcome=pb.PRINT_OUTCOME_PRINTED))
+        receipt = (await on_first.send("f", finish=pb.Finish())).receipt
+        assert receipt.total_yen == 600 and receipt.copies_printed == 2
+        assert await money(platform) == {"documents": {"printed": 2}, "charges": {"posted": (2, 600)},
+                                         "fee_lines": (2, 246)}
+    finally:
+        await second.stop(grace=1)
+
+
+async def test_abandoned_after_order_expires_with_nothing_issued(platform):
+    from server.testing import holder
+    from tests.issuance.kit import Steps, reason
+
+    _, card = await add_resident(platform, holder())
+    walked = await kiosk(platform, "k-1").transact(card, "1234", order(), kiosk_transaction_id="t-1",
+                                                  abandon_after="order")
+    assert walked.quote.total_yen == 300
+    platform.clock.advance(minutes=10)
+    answer = await Steps(kiosk(platform, "k-1"), "t-1").send(payment_confirmed=pb.PaymentConfirmed(amount_yen=300))
+    assert reason(answer) == "TRANSACTION_EXPIRED"
+    assert await money(platform) == {"documents": {}, "charges": {}, "fee_lines": (0, 0)}
+    async with platform.db.read() as tx:
+        assert await tx.scalar("SELECT state FROM kiosk_transactions") == "expired"
