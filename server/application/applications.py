@@ -322,7 +322,8 @@ class Applications:
         except CertificateRejected as rejected:
             raise FailedPrecondition(rejected.reason, f"the signature certificate is refused ({rejected.reason})",
                                      [FieldViolation("signature_certificate", rejected.reason)]) from None
-        serials = tuple({format(card.serial, "x"), card.serial_hex})
+        # card_links holds the even-length spelling (serial_text); the unpadded one is accepted too.
+        serials = tuple({card.serial_hex, format(card.serial, "x")})
         owner = await store.sign_certificate_owner(tx, card.issuer, serials)
         if owner != resident.resident_id:
             raise FailedPrecondition("CERTIFICATE_NOT_LINKED", "this signature certificate is not linked to you",
@@ -338,7 +339,7 @@ class Applications:
         await store.insert_evidence(tx, {
             "evidence_id": new_id("evd"), "application_id": application_id, "version": row["version"],
             "canonical": data, "signature": signature, "certificate": certificate,
-            "certificate_issuer": card.issuer, "certificate_serial": format(card.serial, "x"),
+            "certificate_issuer": card.issuer, "certificate_serial": card.serial_hex,
             "arrived_at_ms": now_ms,
         })
         first = row["status"] == DRAFT

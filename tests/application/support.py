@@ -185,20 +185,8 @@ class Applicant:
         return (await self.sign_and_submit(draft.application_id)).application
 
 
-async def _pad_auth_serial(platform, card) -> None:
-    """Work around a shared bug: add_resident links `format(serial, 'x')` but sign-in looks the
-    authentication certificate up by VerifiedCard.serial_hex (zero-padded to even length), so one card
-    in sixteen cannot sign in. Store the padded form too until the auth area agrees on one."""
-    serial = card.auth_certificate.serial_number
-    plain = format(serial, "x")
-    if len(plain) % 2:
-        async with platform.db.write() as tx:
-            await tx.execute("UPDATE card_links SET auth_serial = ? WHERE auth_serial = ?", ("0" + plain, plain))
-
-
 async def make_applicant(platform, name: str = "山田 花子", lgcode: str = LG) -> Applicant:
     resident_id, card = await platform.add_resident(holder(name), lgcode)
-    await _pad_auth_serial(platform, card)
     token = await platform.sign_in(card)
     return Applicant(resident_id, card, token, pb_grpc.ApplicationServiceStub(platform.channel()))
 

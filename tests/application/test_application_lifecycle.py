@@ -11,6 +11,7 @@ from onestop.application.v1 import application_pb2_grpc as pb_grpc
 from onestop.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from server.application.canonical import FORMAT
+from server.crypto.jpki import serial_text
 from server.ids import new_id
 from server.testing import PASSWORD
 from tests.application.support import (CERT, LG, OTHER_LG, child_allowance_form, jpeg_bytes, make_applicant,
@@ -52,7 +53,7 @@ async def test_prepare_gives_canonical_bytes_and_submit_keeps_evidence(platform,
     kept = evidence.evidence[0]
     assert (kept.canonical_bytes, kept.signature, kept.signature_certificate) == (
         prepared.canonical_bytes, signature, applicant.card.sign_certificate_der)
-    assert kept.certificate_serial == format(applicant.card.sign_certificate.serial_number, "x")
+    assert kept.certificate_serial == serial_text(applicant.card.sign_certificate.serial_number)
     # Submitted: no more edits.
     code, reason, _ = await refused(applicant.stub.UpdateDraft(pb.UpdateDraftRequest(
         request_id=new_id("rq"), application_id=draft.application_id, version=application.version,
