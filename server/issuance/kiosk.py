@@ -33,6 +33,7 @@ from server.platform import Platform
 log = logging.getLogger("onestop.issuance")
 
 OPEN_STATES = ("begun", "signed_in", "ordered", "paid")
+KIOSK_KINDS = ("convenience_store", "post_office", "city_hall")
 MAX_ID = 128
 _CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 _SEX = {"1": "男", "2": "女", "3": "－"}
@@ -205,6 +206,10 @@ class KioskDesk:
         async def work(tx, txn, request, now):
             if txn is not None or challenge is None:
                 raise FailedPrecondition("TRANSACTION_EXISTS", "this kiosk_transaction_id has begun already")
+            kind = kiosk.attributes.get("kind", "")
+            if kind not in KIOSK_KINDS or (kind == "city_hall" and not kiosk.attributes.get("lg")):
+                raise FailedPrecondition("KIOSK_CERTIFICATE_INCOMPLETE",
+                                         "the kiosk certificate must name its kind (and lg for a city hall)")
             now_ms = to_epoch_ms(now)
             for txn_id in await store.expired_transactions(tx, now_ms, OPEN_STATES, limit=20):
                 await self._expire(tx, txn_id, now_ms)
@@ -213,7 +218,7 @@ class KioskDesk:
                 "txn_id": new_id("ktx"), "kiosk_id": kiosk.id,
                 "kiosk_transaction_id": request.kiosk_transaction_id,
                 "operator": attributes.get("operator", "unknown"),
-                "kiosk_kind": attributes.get("kind", "convenience_store"), "kiosk_lg": attributes.get("lg"),
+                "kiosk_kind": kind, "kiosk_lg": attributes.get("lg"),
                 "state": "begun", "challenge_id": challenge.challenge_id, "created_at_ms": now_ms,
                 "updated_at_ms": now_ms, "expires_at_ms": now_ms + rules.TRANSACTION_IDLE_SECONDS * 1000,
             })

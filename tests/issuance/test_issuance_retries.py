@@ -198,3 +198,15 @@ async def test_household_options_and_no_resident_code(platform):
     text = pdf_text(result.documents[0].pdf)
     assert "世帯主" in text and "続柄" in text
     assert "個人番号" in text and "記載省略" in text  # the municipality does not allow it by default
+
+
+async def test_kiosk_certificate_must_name_its_kind(platform):
+    no_lg = Steps(kiosk(platform, "k-hall", kind="city_hall"), "t-1")
+    assert reason(await no_lg.send(begin=pb.Begin())) == "KIOSK_CERTIFICATE_INCOMPLETE"
+    odd = Steps(kiosk(platform, "k-odd", kind="vending_machine"), "t-1")
+    assert reason(await odd.send(begin=pb.Begin())) == "KIOSK_CERTIFICATE_INCOMPLETE"
+    post = Steps(kiosk(platform, "k-post", kind="post_office"), "t-1")
+    assert (await post.send(begin=pb.Begin())).WhichOneof("result") == "challenge"
+    async with platform.db.read() as tx:
+        rows = await tx.all("SELECT kiosk_id, kiosk_kind FROM kiosk_transactions")
+    assert [tuple(r) for r in rows] == [("k-post", "post_office")]
