@@ -338,9 +338,9 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
             first = await stream.__anext__()
         except StopAsyncIteration:
             raise InvalidArgument.field("metadata", "required: send the metadata first") from None
-        if first.WhichOneof("part") != "metadata":
-            raise InvalidArgument.field("metadata", "required: the first message carries the metadata")
         try:
+            if first.WhichOneof("part") != "metadata":
+                raise InvalidArgument.field("metadata", "required: the first message carries the metadata")
             return await self._upload(principal, first.metadata, stream)
         except DomainError:
             await self._drain(stream)
