@@ -136,7 +136,7 @@ async def measure() -> list[Row]:
     return [
         Row(f"notice into {BIG_N:,} inboxes (SendNotice, all residents)", fan_out_s * 1000, "ms",
             "bare executemany of the same rows", bare_s * 1000, higher_is_better=False,
-            note="reply after commit; one INSERT ... SELECT with per-recipient {name}"),
+            note="reply after the last chunk commits (INSERT ... SELECT, 10,000 per transaction, per-recipient {name})"),
         Row(f"live delivery to {LIVE_N:,} streams, p50", _pct(latencies, 50), "ms",
             "SendNotice reply p50", reply_p50, higher_is_better=False,
             note=f"{len(latencies)} deliveries over {ROUNDS} notices; poll 200 ms, local poke"),

@@ -117,6 +117,16 @@ def _audience(request: pb.SendNoticeRequest) -> dict:
     return {"kind": "benefit_recipients", "program": program}
 
 
+def _position(token: str, *keys: str) -> dict | None:
+    """A page token of this service, its keys checked (a forged one is INVALID_ARGUMENT, not INTERNAL)."""
+    position = pagination.decode_token(token)
+    if position is not None and (set(position) != set(keys) or not all(
+            (isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**63))
+            for v in position.values())):
+        raise InvalidArgument.field("page_token", "not a token returned by this list")
+    return position
+
+
 def _choices(raw) -> list[dict]:
     choices = [{"choice_id": c.choice_id, "label": c.label} for c in raw]
     if len(choices) > MAX_CHOICES:
@@ -203,11 +213,14 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
         audience = _audience(request)
         choices = _choices(request.survey_choices)
         fields = dict(request.fields)
-        prepared = templates.prepare({"title": request.title, "body": request.body}, fields,
-                                     store.row_fields(audience))
+        # Checked now (a missing placeholder is refused before anything is stored); rendered per chunk.
+        templates.prepare({"title": request.title, "body": request.body}, fields, store.row_fields(audience))
         send_at_ms = None
         if request.HasField("send_at"):
-            send_at_ms = to_epoch_ms(from_ts(request.send_at))
+            try:
+                send_at_ms = to_epoch_ms(from_ts(request.send_at))
+            except (ValueError, OverflowError, OSError):
+                raise InvalidArgument.field("send_at", "not a valid time") from None
             if send_at_ms <= self._now_ms():
                 raise InvalidArgument.field("send_at", "must be in the future (leave it unset to send now)")
         caller = context.current().principal.caller_key
@@ -267,7 +280,7 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
         lgcode = _lgcode(request.municipality_code)
         authz.require_municipality(context.current().principal, lgcode)
         size = pagination.page_size(request.page_size)
-        position = pagination.decode_token(request.page_token)
+        position = _position(request.page_token, "before")
         before = str(position["before"]) if position else None
         out = []
         async with self._p.db.read() as tx:
@@ -349,8 +362,10 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
 
     async def ListSurveyAnswers(self, request, context_):
         size = pagination.page_size(request.page_size)
-        position = pagination.decode_token(request.page_token)
-        after = (int(position["at"]), str(position["id"])) if position else None
+        position = _position(request.page_token, "at", "id")
+        if position and not isinstance(position["at"], int):
+            raise InvalidArgument.field("page_token", "not a token returned by this list")
+        after = (position["at"], str(position["id"])) if position else None
         async with self._p.db.read() as tx:
             row = await self._own_notice(tx, request.notice_id)
             if not row["survey"]:
@@ -370,8 +385,10 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
     async def ListNotices(self, request, context_):
         resident = authz.require_resident(context.current().principal)
         size = pagination.page_size(request.page_size)
-        position = pagination.decode_token(request.page_token)
-        before = int(position["before"]) if position else None
+        position = _position(request.page_token, "before")
+        if position and not isinstance(position["before"], int):
+            raise InvalidArgument.field("page_token", "not a token returned by this list")
+        before = position["before"] if position else None
         async with self._p.db.read() as tx:
             rows = await store.inbox_page(tx, resident.resident_id, size + 1, before, request.unread_only)
             unread, latest = await store.inbox_counts(tx, resident.resident_id)

@@ -246,8 +246,17 @@ async def test_inbox_pages_newest_first(platform):
         if not token:
             break
     assert seen == ids[::-1]
-    await refused(resident.ListNotices(pb.ListNoticesRequest(page_token="garbage!"), metadata=a_meta),
+    from server.pagination import encode_token
+    for forged in ("garbage!", encode_token({"before": "x"}), encode_token({"other": 1}),
+                   encode_token({"before": 2**70}), encode_token({"before": True})):
+        await refused(resident.ListNotices(pb.ListNoticesRequest(page_token=forged), metadata=a_meta),
+                      grpc.StatusCode.INVALID_ARGUMENT, field="page_token")
+    await refused(stub.ListSentNotices(pb.ListSentNoticesRequest(municipality_code=LG,
+                                                                 page_token=encode_token({"before": [1]}))),
                   grpc.StatusCode.INVALID_ARGUMENT, field="page_token")
+    far = pb.SendNoticeRequest(request_id="far-1", municipality_code=LG, title="t", body="b", audience=everyone())
+    far.send_at.seconds = 2**62
+    await refused(stub.SendNotice(far), grpc.StatusCode.INVALID_ARGUMENT, field="send_at")
 
 
 async def _approved(platform, resident_id: str, procedure: str, decided_ms: int) -> None:
