@@ -101,7 +101,7 @@ def _render(c: CertificateContent) -> bytes:
     pdf.translate(width / 2, height / 2)
     pdf.rotate(30)
     for y in range(-800, 800, 130):
-        pdf.drawString(-650, y, "複製　　" * 5)
+        pdf.drawString(-620, y, "複製　　" * 7)  # rows span the rotated page corner to corner
     pdf.restoreState()
 
     pdf.setFillGray(0)
