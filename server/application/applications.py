@@ -32,8 +32,8 @@ from server.authz import Machine, Principal, Resident
 from server.clock import to_epoch_ms
 from server.crypto.jpki import CertificateRejected, verify_signature
 from server.db import Tx
-from server.errors import (Conflict, DomainError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
-                           FieldViolation)
+from server.errors import (Conflict, DomainError, FailedPrecondition, FieldViolation, InvalidArgument, NotFound,
+                           PermissionDenied, ResourceExhausted)
 from server.ids import new_id
 from server.platform import Platform
 
@@ -225,8 +225,6 @@ class Applications:
     async def check_upload(self, tx: Tx, principal: Principal, application_id: str, slot: str, declared_type: str,
                            declared_size: int, *, prefix: str = "metadata") -> tuple[Any, Procedure]:
         """Everything that can be refused before a byte is stored."""
-        from server.errors import ResourceExhausted
-
         row = await self._editable(tx, principal, application_id)
         procedure = await procedure_for(tx, row["municipality_code"], row["procedure_code"], offered_only=False)
         target = procedure.slot(slot)
