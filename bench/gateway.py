@@ -17,7 +17,6 @@ A gateway that buffered whole files would show ~80 MiB more peak memory than the
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys

@@ -55,7 +55,6 @@ class Operation:
         return [part[1:-1] for part in self.path.split("/") if part.startswith("{") and part.endswith("}")]
 
 
-
 def routes(operations: list[Operation]) -> list[Route]:
     """One Starlette route per path, dispatching on the method, so a 405 lists every allowed method."""
     by_path: dict[str, dict[str, Endpoint]] = {}

@@ -8,7 +8,6 @@ correction request (補正) and resubmits; `notices` lists the inbox.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path

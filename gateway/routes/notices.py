@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 
 from gateway.api import Operation, call, json_message, query_message, to_json, unary
 from gateway.backend import backend, metadata
-from gateway.errors import GatewayError, http_status_for, reason_of, status_of, status_response
+from gateway.errors import GatewayError, status_of, status_response
 
 try:
     from onestop.auth.v1 import auth_pb2, auth_pb2_grpc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
@@ -37,7 +38,7 @@ async def gateway(platform):
 
 
 @contextlib.asynccontextmanager
-async def serve(app) -> "AsyncIterator[str]":
+async def serve(app) -> AsyncIterator[str]:
     """uvicorn on 127.0.0.1, port 0, in a background task; yields the base URL."""
     config = uvicorn.Config(app, host="127.0.0.1", port=0, loop="none", lifespan="on", log_level="warning",
                             access_log=False)
