@@ -1,6 +1,6 @@
 """Points ledger throughput: transfers per second with 50 concurrent clients over real gRPC.
 
-Measured in the same run, on the same machine:
+Measured in the same run, on the same machine, in interleaved rounds (best of each kept):
   (a) a naive loop, one aiosqlite transaction per transfer (the same rows written), 50 tasks;
   (b) a bare grpc.aio unary echo on uvloop (bench.harness.EchoServer), 50 clients;
 and the ledger's own group-committing writer in-process (no network), to show what the write path
@@ -31,7 +31,8 @@ from server.procs import spawn_server
 from server.testing import client_credentials
 
 CONCURRENCY = 50
-SECONDS = 3.0
+SECONDS = 2.0
+ROUNDS = 3
 LG = "131016"
 MYKEYS = [f"BENCH{i:03d}" for i in range(CONCURRENCY)]
 
@@ -51,22 +52,28 @@ async def prepare(data: Path) -> DevPki:
     return pki
 
 
-async def naive(data: Path) -> float:
-    """Baseline (a): the same writes, one BEGIN IMMEDIATE ... COMMIT per transfer."""
-    db = await Database(data / "naive.db").open()
-    async with db.write() as tx:
-        await tx.execute("INSERT INTO points_accounts (account_id, kind, owner, municipality_code) VALUES"
-                         " (1, 'issuance', '', ?)", (LG,))
-        for i, mykey in enumerate(MYKEYS):
-            await tx.execute("INSERT INTO mykeys VALUES (?, ?, 'CN=bench', ?, 0, NULL)", (mykey, f"res_{i}", str(i)))
-            await tx.execute("INSERT INTO points_accounts (account_id, kind, owner, municipality_code) VALUES"
-                             " (?, 'resident', ?, ?)", (i + 2, mykey, LG))
-    counter = iter(range(10**9))
+class Naive:
+    """Baseline (a): the same rows written, one BEGIN IMMEDIATE ... COMMIT per transfer (aiosqlite)."""
 
-    async def transfer(i: int) -> None:
-        n = next(counter)
+    def __init__(self, data: Path) -> None:
+        self.path = data / "naive.db"
+        self.counter = iter(range(10**9))
+
+    async def open(self) -> "Naive":
+        self.db = await Database(self.path).open()
+        async with self.db.write() as tx:
+            await tx.execute("INSERT INTO points_accounts (account_id, kind, owner, municipality_code) VALUES"
+                             " (1, 'issuance', '', ?)", (LG,))
+            for i, mykey in enumerate(MYKEYS):
+                await tx.execute("INSERT INTO mykeys VALUES (?, ?, 'CN=bench', ?, 0, NULL)", (mykey, f"res_{i}", str(i)))
+                await tx.execute("INSERT INTO points_accounts (account_id, kind, owner, municipality_code) VALUES"
+                                 " (?, 'resident', ?, ?)", (i + 2, mykey, LG))
+        return self
+
+    async def transfer(self, i: int) -> None:
+        n = next(self.counter)
         now = to_epoch_ms(datetime.now(timezone.utc))
-        async with db.write() as tx:
+        async with self.db.write() as tx:
             if await tx.one("SELECT 1 FROM points_requests WHERE caller='b' AND method='g' AND request_id=?",
                             (str(n),)):
                 return
@@ -78,68 +85,81 @@ async def naive(data: Path) -> float:
                              " VALUES (?, 1, 1, ?, ?)", (i + 2, now, now + 1))
             await tx.execute("INSERT INTO points_requests VALUES ('b', 'g', ?, x'00', 0, x'00', ?)", (str(n), now))
 
-    result = await drive(transfer, concurrency=CONCURRENCY, seconds=SECONDS)
-    await db.close()
-    return result.per_second
 
+class InProcess:
+    """The batch writer alone (no RPC): what the group-committing write path takes."""
 
-async def writer_in_process(data: Path) -> tuple[float, float]:
-    """The batch writer alone (no RPC): transfers/s and the mean batch size."""
-    db = await Database(data / "writer.db").open()
-    async with db.write() as tx:
-        for i, mykey in enumerate(MYKEYS):
-            await tx.execute("INSERT INTO mykeys VALUES (?, ?, 'CN=bench', ?, 0, NULL)", (mykey, f"res_{i}", str(i)))
-    await db.close()
-    writer = BatchWriter(data / "writer.db", SystemClock())
-    counter = iter(range(10**9))
+    def __init__(self, data: Path) -> None:
+        self.path = data / "writer.db"
+        self.counter = iter(range(10**9))
 
-    async def transfer(i: int) -> None:
-        request = pb.GrantPointsRequest(request_id=f"w{next(counter)}", municipality_code=LG, mykey_id=MYKEYS[i],
+    async def open(self) -> "InProcess":
+        db = await Database(self.path).open()
+        async with db.write() as tx:
+            for i, mykey in enumerate(MYKEYS):
+                await tx.execute("INSERT INTO mykeys VALUES (?, ?, 'CN=bench', ?, 0, NULL)", (mykey, f"res_{i}", str(i)))
+        await db.close()
+        self.writer = BatchWriter(self.path, SystemClock())
+        return self
+
+    async def transfer(self, i: int) -> None:
+        request = pb.GrantPointsRequest(request_id=f"w{next(self.counter)}", municipality_code=LG, mykey_id=MYKEYS[i],
                                         amount=1)
-        await writer.submit(("bench", "Grant", request.request_id), request, pb.GrantPointsResponse,
-                            lambda conn, now: ledger.grant(conn, now, LG, MYKEYS[i], 1))
-
-    result = await drive(transfer, concurrency=CONCURRENCY, seconds=SECONDS)
-    writer.close()
-    return result.per_second, writer.jobs / max(writer.batches, 1)
+        await self.writer.submit(("bench", "Grant", request.request_id), request, pb.GrantPointsResponse,
+                                 lambda conn, now: ledger.grant(conn, now, LG, MYKEYS[i], 1))
 
 
 async def measure() -> list[Row]:
+    """ROUNDS rounds, each measuring every figure in turn; the best of each is kept, so that load from
+    other processes on a shared machine penalises no figure more than another."""
+    best: dict[str, object] = {}
+
+    def keep(name: str, result) -> None:
+        if name not in best or result.per_second > best[name].per_second:
+            best[name] = result
+
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         pki = await prepare(data)
-        with EchoServer(data / "pki") as echo:
-            async with echo.channel() as channel:
-                call = unary_echo(channel)
-                echo_result = await drive(lambda i: call(b"x" * 32), concurrency=CONCURRENCY, seconds=SECONDS)
-        naive_rate = await naive(data)
-        writer_rate, mean_batch = await writer_in_process(data)
+        naive = await Naive(data).open()
+        in_process = await InProcess(data).open()
         server = await spawn_server(data, env={"ONESTOP_LOG_LEVEL": "WARNING"})
         try:
-            credentials = client_credentials(pki, MachineIdentity("municipality", LG, {}))
-            async with grpc.aio.secure_channel(server.target(machine=True), credentials) as channel:
-                stub = points_pb2_grpc.PointsServiceStub(channel)
-                counter = iter(range(10**9))
-                started = time.perf_counter()
+            with EchoServer(data / "pki") as echo:
+                credentials = client_credentials(pki, MachineIdentity("municipality", LG, {}))
+                async with echo.channel() as echo_channel, \
+                        grpc.aio.secure_channel(server.target(machine=True), credentials) as channel:
+                    call = unary_echo(echo_channel)
+                    stub = points_pb2_grpc.PointsServiceStub(channel)
+                    counter = iter(range(10**9))
 
-                async def grant(i: int) -> None:
-                    await stub.GrantPoints(pb.GrantPointsRequest(
-                        request_id=f"g{next(counter)}", municipality_code=LG, mykey_id=MYKEYS[i], amount=1))
+                    async def grant(i: int) -> None:
+                        await stub.GrantPoints(pb.GrantPointsRequest(
+                            request_id=f"g{next(counter)}", municipality_code=LG, mykey_id=MYKEYS[i], amount=1))
 
-                grpc_result = await drive(grant, concurrency=CONCURRENCY, seconds=SECONDS)
-                assert time.perf_counter() - started < 60
+                    started = time.perf_counter()
+                    for _ in range(ROUNDS):
+                        keep("echo", await drive(lambda i: call(b"x" * 32), concurrency=CONCURRENCY, seconds=SECONDS))
+                        keep("grpc", await drive(grant, concurrency=CONCURRENCY, seconds=SECONDS))
+                        keep("naive", await drive(naive.transfer, concurrency=CONCURRENCY, seconds=SECONDS))
+                        keep("writer", await drive(in_process.transfer, concurrency=CONCURRENCY, seconds=SECONDS))
+                        assert time.perf_counter() - started < 120
         finally:
             server.terminate()
-    echo_rate = echo_result.per_second
-    rate = grpc_result.per_second
-    note = f"p50 {grpc_result.median_ms:.1f} ms p99 {grpc_result.percentile(99):.1f} ms"
+            await naive.db.close()
+            in_process.writer.close()
+    echo_rate, rate, naive_rate = best["echo"].per_second, best["grpc"].per_second, best["naive"].per_second
+    grpc_result = best["grpc"]
+    note = f"p50 {grpc_result.median_ms:.1f} ms p99 {grpc_result.percentile(99):.1f} ms; best of {ROUNDS} rounds"
+    writer = in_process.writer
     return [
         Row("points transfers over gRPC (GrantPoints, 50 clients)", rate, "transfers/s", "unary echo", echo_rate,
             goal=0.6, note=note),
         Row("points transfers over gRPC (GrantPoints, 50 clients)", rate, "transfers/s",
             "naive 1 tx/transfer (aiosqlite)", naive_rate, note="same run"),
-        Row("points batch writer in-process (group commit)", writer_rate, "transfers/s",
-            "naive 1 tx/transfer (aiosqlite)", naive_rate, note=f"mean batch {mean_batch:.1f} transfers"),
+        Row("points batch writer in-process (group commit)", best["writer"].per_second, "transfers/s",
+            "naive 1 tx/transfer (aiosqlite)", naive_rate,
+            note=f"mean batch {writer.jobs / max(writer.batches, 1):.1f} transfers"),
     ]
 
 
