@@ -135,6 +135,10 @@ async def write_resident(tx: Tx, fields: ResidentFields, now: datetime, *, expec
         "moved_in_on": fields.moved_in_on or None,
         "updated_at_ms": now_ms,
     }
+    if existing is not None:  # an update leaves what it does not mention (本籍地 from the 戸籍, 転入 date)
+        for column in ("honseki_code", "moved_in_on"):
+            if values[column] is None:
+                del values[column]
     if existing is None:
         resident_id = fields.resident_id or new_id("res")
         await store.insert_resident(tx, {"resident_id": resident_id, "municipality_code": fields.municipality_code,

@@ -189,3 +189,22 @@ async def test_moves_and_bars(platform):
     await expect_error(registry.RecordMove(pb.RecordMoveRequest(
         request_id=rid(), resident_id=b.resident_id, kind=pb.MOVE_KIND_MOVE_OUT, date="2026-12-02",
         destination="x")), FP, "RESIDENT_DECEASED")
+
+
+async def test_an_update_without_honseki_keeps_the_family_register_one(platform):
+    await with_municipalities(platform)
+    chiyoda, sapporo = stub(platform, CHIYODA), stub(platform, SAPPORO)
+    a = await create(chiyoda, moved_in_on="2020-04-01")
+    await sapporo.PutFamilyRegister(pb.PutFamilyRegisterRequest(request_id=rid(), register=pb.FamilyRegister(
+        honseki_code=SAPPORO, honseki_address="北海道札幌市中央区1", head_name="佐藤 健",
+        members=[pb.FamilyRegisterMember(member_no=1, resident_id=a.resident_id, name="佐藤 健",
+                                         birth_date="1985-06-01", sex=pb.SEX_MALE, relationship="筆頭者")])))
+    current = (await chiyoda.GetResident(pb.GetResidentRequest(resident_id=a.resident_id))).resident
+    changed = pb.Resident()
+    changed.CopyFrom(current)
+    changed.honseki_code, changed.moved_in_on, changed.address = "", "", "東京都千代田区新住所"
+    reply = await chiyoda.UpsertResident(pb.UpsertResidentRequest(request_id=rid(), resident=changed,
+                                                                  expected_version=current.version))
+    assert reply.resident.address == "東京都千代田区新住所"
+    assert (reply.resident.honseki_code, reply.resident.moved_in_on) == (SAPPORO, "2020-04-01")
+    assert reply.resident.family_register_id == current.family_register_id != ""
