@@ -175,3 +175,15 @@ JLIS_CONTRIBUTIONS = (
     JlisContribution("市", "5万未満(新設)", 0, 50_000, 300, 220, 27, new_bracket=True),
     JlisContribution("町村", "—", 0, 0, 100, 70, 30),
 )
+
+
+# MunicipalityKind (proto enum) -> the table's classes that apply to it.
+_CLASSES = {1: ("政令市",), 2: ("市(区)", "市"), 3: ("町村",)}
+
+
+def jlis_rows(kind: int = 0, population: int = 0) -> list[JlisContribution]:
+    """The rows for a kind of municipality and the bracket its population falls in (0 = any)."""
+    rows = [r for r in JLIS_CONTRIBUTIONS if not kind or r.municipality_class in _CLASSES.get(kind, ())]
+    if population:
+        rows = [r for r in rows if r.population_min <= population and (not r.population_max or population < r.population_max)]
+    return rows

@@ -185,7 +185,11 @@ class IssuanceServicer(issuance_pb2_grpc.IssuanceServiceServicer):
         size = pagination.page_size(request.page_size)
         position = pagination.decode_token(request.page_token)
         start = int(position.get("i", 0)) if position else 0
-        table = rules.JLIS_CONTRIBUTIONS
+        if request.population < 0:
+            raise InvalidArgument.field("population", "must not be negative")
+        if request.municipality_kind not in (0, 1, 2, 3):
+            raise InvalidArgument.field("municipality_kind", "unknown kind")
+        table = rules.jlis_rows(request.municipality_kind, request.population)
         page = table[start:start + size]
         token = pagination.encode_token({"i": start + size}) if start + size < len(table) else ""
         return pb.ListJlisContributionsResponse(

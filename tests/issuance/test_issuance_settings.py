@@ -99,3 +99,22 @@ async def test_jlis_contributions_current_and_revised(platform):
 def test_reductions_match_the_amounts():
     for row in rules.JLIS_CONTRIBUTIONS:
         assert round(100 * (row.current_man_yen - row.revised_man_yen) / row.current_man_yen) == row.reduction_percent
+
+
+@pytest.mark.parametrize("kind,population,expected", [
+    (pb.MUNICIPALITY_KIND_DESIGNATED_CITY, 3_700_000, [("政令市", 1000, 970)]),
+    (pb.MUNICIPALITY_KIND_DESIGNATED_CITY, 720_000, [("政令市", 800, 770)]),
+    (pb.MUNICIPALITY_KIND_CITY, 150_000, [("市(区)", 500, 470)]),
+    (pb.MUNICIPALITY_KIND_CITY, 149_999, [("市(区)", 300, 270)]),
+    (pb.MUNICIPALITY_KIND_CITY, 40_000, [("市", 300, 220)]),
+    (pb.MUNICIPALITY_KIND_TOWN_OR_VILLAGE, 12_000, [("町村", 100, 70)]),
+])
+async def test_jlis_contribution_of_one_municipality(platform, kind, population, expected):
+    reply = await stub(platform).ListJlisContributions(pb.ListJlisContributionsRequest(
+        municipality_kind=kind, population=population))
+    assert [(c.municipality_class, c.current_man_yen, c.revised_man_yen) for c in reply.contributions] == expected
+
+
+async def test_jlis_bad_population(platform):
+    await expect_error(stub(platform).ListJlisContributions(pb.ListJlisContributionsRequest(population=-1)),
+                       INVALID, field="population")
