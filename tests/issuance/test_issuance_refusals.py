@@ -231,3 +231,22 @@ async def test_tax_certificate_current_fiscal_year(platform):
     from tests.issuance.kit import pdf_text
     text = pdf_text(result.documents[0].pdf)
     assert "2026年度" in text and "2025年分" in text
+
+
+async def test_seal_abolished_through_the_registry_service_is_refused_at_once(platform):
+    from onestop.registry.v1 import registry_pb2, registry_pb2_grpc
+
+    resident_id, card = await add_resident(platform, holder())
+    registry = registry_pb2_grpc.RegistryServiceStub(platform.municipality(CHIYODA))
+    await registry.RegisterSeal(registry_pb2.RegisterSealRequest(
+        request_id="r1", resident_id=resident_id, registration_number="S-77", registered_on="2021-04-01"))
+    first = await kiosk(platform, "k-1").transact(card, "1234", order(T.CERTIFICATE_TYPE_SEAL_REGISTRATION))
+    assert first.ok, first.refusal
+    steps = Steps(kiosk(platform, "k-2"))
+    await steps.sign_in(card)
+    assert reason(await steps.send(order=order(T.CERTIFICATE_TYPE_SEAL_REGISTRATION))) == "OK"
+    await registry.AbolishSeal(registry_pb2.AbolishSealRequest(request_id="a1", resident_id=resident_id))
+    assert reason(await steps.send(payment_confirmed=pb.PaymentConfirmed(amount_yen=300))) == "NO_ACTIVE_SEAL"
+    assert await refused_with(platform, card, order(T.CERTIFICATE_TYPE_SEAL_REGISTRATION)) == "NO_ACTIVE_SEAL"
+    stored = await money(platform)
+    assert stored["documents"] == {"printed": 1} and stored["charges"] == {"posted": (1, 300)}
