@@ -39,10 +39,9 @@ async def get_notice(tx: Tx, notice_id: str) -> sqlite3.Row | None:
 
 
 async def notice_counts(tx: Tx, notice_id: str) -> tuple[int, int]:
-    row = await tx.one(
-        "SELECT count(*) AS delivered, count(read_at_ms) AS read FROM deliveries WHERE notice_id = ?", (notice_id,)
-    )
-    return row["delivered"], row["read"]
+    """(delivered, read): kept on the notice as deliveries are written and reads marked."""
+    row = await tx.one("SELECT recipient_count, read_count FROM notices WHERE notice_id = ?", (notice_id,))
+    return (row["recipient_count"], row["read_count"]) if row else (0, 0)
 
 
 async def list_sent(tx: Tx, municipality_code: str, limit: int, before: str | None) -> list[sqlite3.Row]:
@@ -202,10 +201,12 @@ async def inbox_counts(tx: Tx, resident_id: str) -> tuple[int, int]:
 
 
 async def mark_read(tx: Tx, resident_id: str, notice_id: str, now_ms: int) -> None:
-    await tx.execute(
+    changed = await tx.execute(
         "UPDATE deliveries SET read_at_ms = ? WHERE resident_id = ? AND notice_id = ? AND read_at_ms IS NULL",
         (now_ms, resident_id, notice_id),
     )
+    if changed:
+        await tx.execute("UPDATE notices SET read_count = read_count + 1 WHERE notice_id = ?", (notice_id,))
 
 
 async def max_seq(tx: Tx) -> int:

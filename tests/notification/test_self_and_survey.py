@@ -114,6 +114,8 @@ async def test_survey_answered_once_and_read_by_staff_in_pages(platform):
         (a, "wed", "午後希望"), (b, "mon", "")]
     assert not page2.next_page_token
     assert dict(page1.counts) == {"wed": 1, "mon": 1}
+    shown = await stub.GetNotice(pb.GetNoticeRequest(notice_id=notice_id))  # answering reads the notice
+    assert (shown.notice.delivered_count, shown.notice.read_count) == (2, 2)  # A and B (the outsider lives elsewhere)
     await refused(staff(platform, OTHER_LG).ListSurveyAnswers(pb.ListSurveyAnswersRequest(notice_id=notice_id)),
                   grpc.StatusCode.PERMISSION_DENIED, "OTHER_MUNICIPALITY")
     plain = await stub.SendNotice(pb.SendNoticeRequest(request_id="sv-2", municipality_code=LG, title="t", body="b",
