@@ -81,27 +81,15 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def _card(pki, now: datetime):
-    """A card whose serials have an even hex length (see the report: odd ones miss the card link)."""
-    from clients.pki import SoftwareCard
-    from server.testing import PASSWORD, PIN, holder
-
-    for attempt in range(50):
-        card = SoftwareCard.load(pki.issue_card(holder(), PIN, PASSWORD, f"bench-gw-{attempt}", now=now))
-        if all(len(format(c.serial_number, "x")) % 2 == 0 for c in (card.auth_certificate, card.sign_certificate)):
-            return card
-    raise RuntimeError("no usable card")
-
-
 async def _prepare(data: Path):
-    from clients.pki import DevPki
+    from clients.pki import DevPki, SoftwareCard
     from server.bootstrap import enrol_resident
     from server.db import Database
-    from server.testing import holder
+    from server.testing import PASSWORD, PIN, holder
 
     now = datetime.now(timezone.utc)
     pki = DevPki.ensure(data / "pki", now=now)
-    card = _card(pki, now)
+    card = SoftwareCard.load(pki.issue_card(holder(), PIN, PASSWORD, "bench-gateway", now=now))
     db = await Database(data / "onestop.db").open()
     await enrol_resident(db, holder(), card, "131016", now=now)
     await db.close()

@@ -13,7 +13,7 @@ import uvicorn
 
 from gateway.app import create_app
 from mobile_stub.app import MobileApp
-from server.testing import PASSWORD, PIN, holder, issue_card
+from server.testing import PASSWORD, PIN, holder
 
 
 @dataclass
@@ -68,17 +68,8 @@ async def served(platform):
 
 
 async def add_resident(platform, who=None, lgcode: str = "131016"):
-    """platform.add_resident, but with a card whose serials sign in reliably.
-
-    Works around a bug outside this area: server.bootstrap.enrol_resident stores serials as
-    format(serial, "x") while sign-in looks them up as CardIdentity.serial_hex (padded to an even
-    length), so one card in sixteen (odd-length hex) gets CARD_NOT_LINKED.
-    """
-    for _ in range(50):
-        card = issue_card(platform.pki, who or holder(), now=platform.clock.now())
-        if all(len(format(c.serial_number, "x")) % 2 == 0 for c in (card.auth_certificate, card.sign_certificate)):
-            return await platform.add_resident(who or holder(), lgcode, card=card)
-    raise AssertionError("no card with even-length serials in 50 tries")
+    """A resident of `lgcode` with a freshly issued, linked card: (resident_id, card)."""
+    return await platform.add_resident(who or holder(), lgcode)
 
 
 @pytest.fixture

@@ -140,9 +140,13 @@ class _ServerRequestIds(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.seen: list[tuple[str, str]] = []
+        self.callers: list[tuple[str, str, str]] = []  # (method, caller kind, machine role)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.seen.append((str(getattr(record, "method", "")), context.request_id()))
+        if record.getMessage() == "rpc":
+            self.callers.append((str(getattr(record, "method", "")).rsplit("/", 1)[-1],
+                                 str(getattr(record, "caller", "")), str(getattr(record, "role", ""))))
 
 
 async def test_request_id_is_echoed_and_reaches_the_server(platform, served, resident):
@@ -172,3 +176,6 @@ async def test_request_id_is_echoed_and_reaches_the_server(platform, served, res
     assert "WhoAmI" in ids_by_method.get("phone-req-42", set())
     assert "SignIn" in ids_by_method.get("phone-req-43", set())
     assert "WhoAmI" in ids_by_method.get(generated, set())
+    # The gateway calls as its own machine principal (mTLS) and passes the phone's token through.
+    assert ("CreateChallenge", "machine", "gateway") in capture.callers
+    assert ("WhoAmI", "resident", "None") in capture.callers
