@@ -167,3 +167,23 @@ async def test_logs_carry_ids_never_the_holder_facts(platform, caplog):
     assert "card holder mismatch" in text and a.resident_id in text
     for secret in ("山田", "花子", "神田9-9", "千代田1-1", "1990-04-10", "秘密"):
         assert secret not in text
+
+
+async def test_revoked_or_foreign_cards_are_not_linked(platform, tmp_path):
+    from clients.pki import CardAuthority
+
+    from server.testing import TEST_START
+
+    await with_municipalities(platform)
+    registry = stub(platform)
+    a = await create(registry, **HANAKO)
+    revoked = issue_card(platform.pki, holder(), now=platform.clock.now())
+    platform.pki.revoke_card(revoked, now=platform.clock.now())
+    operator = auth_pb2_grpc.AuthServiceStub(platform.operator())
+    await operator.SubmitRevocationList(auth_pb2.SubmitRevocationListRequest(
+        request_id=rid(), crl=platform.pki.crl_path.read_bytes()))
+    await expect_error(registry.LinkCard(link(a.resident_id, revoked)), FP, "CERT_REVOKED", "auth_certificate")
+    foreign_ca = CardAuthority.create(tmp_path / "foreign", now=TEST_START)
+    foreign = foreign_ca.issue_card(holder(), now=TEST_START, pin="1234", password="ABC123")
+    await expect_error(registry.LinkCard(link(a.resident_id, foreign)), FP, "UNKNOWN_ISSUER")
+    assert await active_links(platform, a.resident_id) == []

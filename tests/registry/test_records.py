@@ -208,3 +208,20 @@ async def test_an_update_without_honseki_keeps_the_family_register_one(platform)
     assert reply.resident.address == "東京都千代田区新住所"
     assert (reply.resident.honseki_code, reply.resident.moved_in_on) == (SAPPORO, "2020-04-01")
     assert reply.resident.family_register_id == current.family_register_id != ""
+
+
+async def test_record_move_with_a_stale_version_changes_nothing(platform):
+    await with_municipalities(platform)
+    registry = stub(platform)
+    a = await create(registry)
+    request = pb.RecordMoveRequest(request_id=rid(), resident_id=a.resident_id, kind=pb.MOVE_KIND_PLANNED_MOVE_OUT,
+                                   date="2026-12-24", destination="京都府京都市", expected_version=1)
+    moved = await registry.RecordMove(request)
+    assert moved.resident.version == 2
+    assert await registry.RecordMove(request) == moved  # a retry: the first outcome, no second change
+    await expect_error(registry.RecordMove(pb.RecordMoveRequest(
+        request_id=rid(), resident_id=a.resident_id, kind=pb.MOVE_KIND_MOVE_OUT, date="2026-12-24",
+        destination="京都府京都市", expected_version=1)), grpc.StatusCode.ABORTED, "VERSION_CONFLICT")
+    async with platform.db.read() as tx:
+        row = await tx.one("SELECT status, version FROM residents WHERE resident_id = ?", (a.resident_id,))
+    assert tuple(row) == ("moving_out", 2)
