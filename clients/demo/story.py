@@ -28,7 +28,9 @@ from typing import Any
 
 import click
 import grpc
+from google.rpc import error_details_pb2
 from grpc import aio
+from grpc_status import rpc_status
 from onestop.application.v1 import application_pb2 as app_pb
 from onestop.auth.v1 import auth_pb2, auth_pb2_grpc
 from onestop.issuance.v1 import issuance_pb2 as iss_pb
@@ -56,6 +58,15 @@ PARENT_CARD = "yamada-hanako"                # 山田 花子, 世帯主 of the d
 CHILD_NAME, CHILD_KANA, CHILD_BORN = "山田 ひな", "ヤマダ ヒナ", "2026-07-15"   # the household's baby
 CORRECTED_PHONE = "090-1234-5678"
 RESULT_TEXT = "児童手当の受給資格を認定しました（月額15,000円、12月分から支給）"
+CERTIFICATE_LABELS = {
+    iss_pb.CERTIFICATE_TYPE_RESIDENT_RECORD: "住民票の写し",
+    iss_pb.CERTIFICATE_TYPE_RESIDENT_RECORD_ITEMS: "住民票記載事項証明書",
+    iss_pb.CERTIFICATE_TYPE_SEAL_REGISTRATION: "印鑑登録証明書",
+    iss_pb.CERTIFICATE_TYPE_TAX: "所得・課税証明書",
+    iss_pb.CERTIFICATE_TYPE_FAMILY_REGISTER_FULL: "戸籍全部事項証明書",
+    iss_pb.CERTIFICATE_TYPE_FAMILY_REGISTER_INDIVIDUAL: "戸籍個人事項証明書",
+    iss_pb.CERTIFICATE_TYPE_FAMILY_REGISTER_ATTACHMENT: "戸籍の附票の写し",
+}
 KIOSK = MachineIdentity("kiosk", "demo-kiosk-0001", {"operator": "seven", "kind": "convenience_store"})
 OPERATOR_FEE_YEN = 123                       # per issued copy, owed to the store operator (seed §3(2)②)
 PARTNER_ID = "demo-card-co"                  # a credit-card company
@@ -114,7 +125,13 @@ def explain(error: BaseException) -> str:
 
 
 def _reason(error: grpc.RpcError) -> str:
-    return describe(error).partition("[reason ")[2].partition("]")[0]
+    """The ErrorInfo reason of a refusal ("" when there is none)."""
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info.reason
+    return ""
 
 
 def _today_jst() -> date:
@@ -207,7 +224,11 @@ class LiveNotices:
         deadline = loop.time() + LIVE_NOTICE_SECONDS
         while True:
             remaining = deadline - loop.time()
-            if remaining <= 0 or (self._reader is not None and self._reader.done() and self.events.empty()):
+            if self._reader is not None and self._reader.done() and self.events.empty():
+                problem = self._reader.exception() if not self._reader.cancelled() else None
+                raise DemoFailure(f"the notice stream ended before a notice about {link} arrived"
+                                  + (f" ({explain(problem)})" if problem else ""))
+            if remaining <= 0:
                 raise DemoFailure(f"no live notice about {link} within {LIVE_NOTICE_SECONDS:.0f} s")
             try:
                 event = await asyncio.wait_for(self.events.get(), remaining)
@@ -421,7 +442,6 @@ class Story:
             if _reason(error) != "SEAL_ALREADY_REGISTERED":
                 raise
             n.say("her seal is already registered (印鑑登録) in 千代田区")
-        n.check(True, "a seal registration is in force for the card holder")
 
         restore = await self._open_kiosk_hours(issuance)
         try:
@@ -462,12 +482,18 @@ class Story:
               "(IssuanceService.KioskSession, mTLS)")
         documents: list[iss_pb.Document] = []
         try:
-            for certificate_type, label in ((iss_pb.CERTIFICATE_TYPE_RESIDENT_RECORD, "住民票の写し"),
-                                            (iss_pb.CERTIFICATE_TYPE_SEAL_REGISTRATION, "印鑑登録証明書")):
+            for certificate_type in (iss_pb.CERTIFICATE_TYPE_RESIDENT_RECORD, iss_pb.CERTIFICATE_TYPE_SEAL_REGISTRATION):
+                label = CERTIFICATE_LABELS[certificate_type]
                 n.say(f"{self.card.holder.name} places her card on the reader, enters the PIN, chooses {label} × 1 "
                       "and pays")
                 result = await kiosk.transact(self.card, DEMO_PIN, iss_pb.Order(certificate_type=certificate_type,
                                                                                  copies=1))
+                if not documents:
+                    menu = next((r.menu for r in result.responses if r.WhichOneof("result") == "menu"), None)
+                    if menu is not None:
+                        n.say("the menu the kiosk showed her: " + ", ".join(
+                            f"{CERTIFICATE_LABELS.get(i.certificate_type, i.certificate_type)} {i.fee_yen}円"
+                            + ("" if i.available else f" ({i.unavailable_reason})") for i in menu.items))
                 if result.refusal is not None:
                     raise DemoFailure(f"the kiosk refused the {label}: {result.refusal.reason} {result.refusal.message}")
                 n.check(result.ok and result.resident_id == self.resident_id and len(result.printed) == 1,
@@ -492,7 +518,7 @@ class Story:
             n.check(verified.status == iss_pb.VERIFICATION_STATUS_GENUINE and verified.serial == doc.serial
                     and verified.certificate_type == doc.certificate_type and verified.municipality_code == LG,
                     f"IssuanceService.VerifyCertificate({doc.verification_code}): GENUINE, "
-                    f"{iss_pb.CertificateType.Name(verified.certificate_type)}, {verified.municipality_name}",
+                    f"{CERTIFICATE_LABELS.get(verified.certificate_type)}, {verified.municipality_name}",
                     verified)
             public = await self.phone.client.get(f"/v1/certificates/{doc.verification_code}")
             body = public.json()
@@ -538,10 +564,10 @@ class Story:
                                                timeout=CALL_TIMEOUT)).mykey_id
             n.say("she already has a MyKey ID")
         n.check(len(mykey) == 8 and mykey.isalnum(), f"MyKey ID {mykey}")
-        await resident.BindPartnerAccount(pts_pb.BindPartnerAccountRequest(
+        bound = await resident.BindPartnerAccount(pts_pb.BindPartnerAccountRequest(
             request_id=new_id("demo"), card=await self._present(), partner_id=PARTNER_ID,
             member_account=MEMBER_ACCOUNT), metadata=self.bearer, timeout=CALL_TIMEOUT)
-        n.check(True, f"bound her {PARTNER_ID} member account {MEMBER_ACCOUNT} to it (fresh card signature)")
+        n.check(bound.mykey_id == mykey, f"bound her {PARTNER_ID} member account {MEMBER_ACCOUNT} to it (fresh card signature)")
 
         rate = await operator.SetPartnerRate(pts_pb.SetPartnerRateRequest(
             request_id=new_id("demo"), partner_id=PARTNER_ID, rate_milli=RATE_MILLI), timeout=CALL_TIMEOUT)
@@ -668,7 +694,11 @@ STEPS: list[tuple[int, Callable[[Story], Awaitable[None]]]] = [
 async def play(endpoints: Endpoints, narrator: Narrator | None = None) -> int:
     """Play every step in order; the first failure stops the story. Returns the process exit status."""
     narrator = narrator or Narrator()
-    story = Story(endpoints, narrator)
+    try:
+        story = Story(endpoints, narrator)
+    except Exception as error:  # noqa: BLE001 — e.g. no demo card in the PKI directory
+        narrator.echo(f"✗ Setup FAILED: {explain(error)}")
+        return 1
     try:
         for number, step in STEPS:
             try:
