@@ -141,6 +141,8 @@ async def measure() -> list[Row]:
             "bidi echo round trips", echo_rate,
             note=f"{steps} steps each = {result.per_second * steps:,.0f} steps/s; p50 {result.median_ms:.0f} ms,"
                  f" p99 {result.percentile(99):.0f} ms; refused {dict(refused) or 0}"),
+        Row("kiosk steps (stream round trips with work)", result.per_second * steps, "steps/s",
+            "bidi echo round trips", echo_rate, note="each step: one SQLite write transaction (+ RSA verify, PDF)"),
         Row("PDF rendering share of server CPU", share, "%", "server CPU", 100.0, higher_is_better=False,
             note=f"{count_after - count_before} PDFs, {1000 * pdf_seconds / max(1, count_after - count_before):.1f}"
                  f" ms each; server CPU {server_cpu:.1f} s in {result.seconds:.1f} s"),
