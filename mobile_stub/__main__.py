@@ -127,17 +127,23 @@ def answer(ctx: click.Context, application_id: str, changes: tuple[str, ...]) ->
 
 
 @cli.command()
+@click.option("--follow", default=0, type=click.IntRange(0, 1000),
+              help="then wait for this many new notices on the live stream")
+@click.option("--timeout", default=300.0, show_default=True, help="seconds to wait for each new notice")
 @click.pass_context
-def notices(ctx: click.Context) -> None:
-    """Sign in and list the inbox."""
+def notices(ctx: click.Context, follow: int, timeout: float) -> None:
+    """Sign in and list the inbox; with --follow N, print N new notices as they arrive."""
 
     async def go() -> None:
         async with _phone(ctx) as phone:
             await phone.sign_in()
-            inbox = await phone.request("GET", "/v1/notices")
+            inbox = await phone.notices()
             _say(f"{inbox.get('unreadCount', 0)} unread")
             for notice in inbox.get("notices", []):
                 _say(f"{'  ' if notice['read'] else '* '}{notice['deliveredAt']} {notice['title']}")
+            if follow:
+                async for _ in phone.follow_notices(follow, after=inbox.get("latestCursor", 0), timeout=timeout):
+                    pass
 
     _run(go())
 

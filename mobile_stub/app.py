@@ -13,9 +13,10 @@ lowerCamelCase, bytes as base64), multipart for photos, `Authorization: Bearer` 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -218,6 +219,36 @@ class MobileApp:
         form = fix(json.loads(application["formJson"] or "{}"), reasons)
         updated = await self.update(application_id, int(application["version"]), form)
         return await self.submit(updated["applicationId"], resubmit=True)
+
+    async def notices(self, **params: Any) -> dict[str, Any]:
+        """The inbox (newest first) with unreadCount and latestCursor."""
+        return await self.request("GET", "/v1/notices", params=params)
+
+    async def follow_notices(self, count: int, *, after: int | str | None = None,
+                             timeout: float = 60.0) -> AsyncIterator[dict[str, Any]]:
+        """Live notices from the SSE stream, resuming after cursor `after` (Last-Event-ID); stops
+        after `count` notices (bounded: each wait is at most `timeout` seconds)."""
+        headers = self._headers({"last-event-id": str(after)} if after is not None else None)
+        async with self.client.stream("GET", "/v1/notices/stream", headers=headers) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise GatewayCallError(response.status_code, response.json())
+            lines = response.aiter_lines()
+            received, event = 0, {}
+            while received < count:
+                line = await asyncio.wait_for(lines.__anext__(), timeout)
+                if line == "":
+                    if event.get("event") == "notice":
+                        notice = json.loads(event["data"])
+                        self.say(f"notice {event.get('id')}: {notice['title']}")
+                        received += 1
+                        yield notice
+                    elif event.get("event") == "error":
+                        raise GatewayCallError(500, json.loads(event["data"]))
+                    event = {}
+                elif not line.startswith(":"):
+                    key, _, value = line.partition(":")
+                    event[key] = value.removeprefix(" ")
 
     async def withdraw(self, application_id: str, version: int, reason: str = "") -> dict[str, Any]:
         reply = await self.request("POST", f"/v1/applications/{application_id}/withdraw",

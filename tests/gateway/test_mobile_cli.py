@@ -39,6 +39,10 @@ async def test_the_cli_story_then_status_and_answer(platform, served, resident):
     again = (await staff.GetApplication(apb.GetApplicationRequest(application_id=app_id))).application
     assert '"03-2222-3333"' in again.form_json
 
+    inbox = await asyncio.to_thread(runner.invoke, cli, [*base, "notices"])
+    assert inbox.exit_code == 0, inbox.output
+    assert "unread" in inbox.output
+
     wrong_pin = await asyncio.to_thread(runner.invoke, cli, [*base, "--pin", "9999", "status", app_id])
     assert wrong_pin.exit_code != 0
     await served.client.aclose()

@@ -149,3 +149,18 @@ async def test_a_printed_certificate_verifies_as_genuine_through_the_gateway(pla
     with_token = await gateway.client.get(f"/v1/certificates/{document.verification_code}",
                                           headers={"authorization": "Bearer whatever"})
     assert with_token.json() == body
+
+
+async def test_the_phone_library_follows_notices_live(platform, served, resident):
+    resident_id, card = resident
+    await send(platform, resident_id, "already there")
+    async with served.phone(card, base_url=served.base_url) as phone:
+        await phone.sign_in()
+        latest = (await phone.notices())["latestCursor"]
+        follower = phone.follow_notices(2, after=latest, timeout=BOUND_S)
+        first = asyncio.ensure_future(follower.__anext__())
+        await send(platform, resident_id, "new one")
+        await send(platform, resident_id, "newer one")
+        titles = [(await first)["title"]] + [n["title"] async for n in follower]
+    assert titles == ["new one", "newer one"]
+    await served.client.aclose()
