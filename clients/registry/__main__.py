@@ -29,7 +29,7 @@ def _print_rejections(rejected) -> None:
 @click.option("--pki", "pki_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="development PKI directory (platform CA and machine certificates)")
 @click.option("--resume", is_flag=True, help="skip rows already acknowledged (state file beside the CSV)")
-@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 5_000))
 def import_residents(csv_file: Path, lgcode: str, target: str, pki_dir: Path, resume: bool, batch_size: int) -> None:
     """Stream CSV_FILE's residents to ImportResidents as the municipality LGCODE."""
     if problem := code_problem(lgcode):

@@ -136,7 +136,7 @@ async def import_file(csv_path: Path, lgcode: str, channel: aio.Channel, *, resu
     pending = [r for r in rows if r.row_number > report.acknowledged_through]
     report.skipped = len(rows) - len(pending)
     stub = registry_pb2_grpc.RegistryServiceStub(channel)
-    for batch in _batches(pending, max(1, min(batch_size, 10_000))):
+    for batch in _batches(pending, max(1, min(batch_size, 5_000))):
         if max_batches is not None and report.batches >= max_batches:
             break
         first, last = batch[0].row_number, batch[-1].row_number

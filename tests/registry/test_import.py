@@ -239,3 +239,19 @@ async def test_concurrent_links_of_one_card_one_wins(platform):
     outcomes = await asyncio.gather(*(attempt(r) for r in residents))
     assert sorted(outcomes) == ["linked"] + ["refused"] * 3
     assert await count(platform, "SELECT count(*) FROM card_links WHERE unlinked_at_ms IS NULL") == 1
+
+
+async def test_a_full_stream_of_bad_rows_gets_its_whole_report(platform):
+    """The worst reply: the maximum number of rows, each wrong in every field, still fits one message."""
+    from server.registry import rules
+
+    await with_municipalities(platform)
+    bad = dict(resident_id="!" * 70, household_id="?" * 70, household_head=True, name="x" * 101,
+               name_kana="y" * 101, birth_date="31/12/1999", sex=9, address="z" * 201, relationship="r" * 51,
+               honseki_code="12345x", moved_in_on="never")
+    rows = [pb.ImportRow(row_number=n + 2, **bad) for n in range(rules.MAX_IMPORT_ROWS)]
+    reply = await stub(platform).ImportResidents(stream(rows)())
+    assert reply.rejected_count == len(reply.rejected) == rules.MAX_IMPORT_ROWS
+    assert len(reply.rejected[0].violations) == 10
+    assert reply.ByteSize() < 4 * 1024 * 1024
+    assert await count(platform) == 0
