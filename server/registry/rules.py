@@ -21,7 +21,7 @@ from server.errors import (AlreadyExists, Conflict, FailedPrecondition, FieldVio
 from server.ids import new_id
 from server.registry import store
 from server.registry.records import (ResidentFields, check_code, check_date, check_id, check_registration_number,
-                                     check_resident, check_sex, check_text, holder_mismatches, parse_date)
+                                     check_resident, check_sex, check_text, holder_mismatches)
 
 log = logging.getLogger("onestop.registry")
 

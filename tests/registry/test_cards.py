@@ -10,7 +10,7 @@ from onestop.registry.v1 import registry_pb2 as pb
 
 from server.testing import bearer, holder, issue_card
 from tests.helpers import error_details, expect_error
-from tests.registry.support import CHIYODA, CHUO, create, resident, rid, stub, with_municipalities
+from tests.registry.support import CHIYODA, CHUO, create, rid, stub, with_municipalities
 
 FP = grpc.StatusCode.FAILED_PRECONDITION
 HANAKO = dict(name="山田 花子", birth_date="1990-04-10", sex=2, address="東京都千代田区千代田1-1")
