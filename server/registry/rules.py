@@ -229,7 +229,16 @@ async def record_move(tx: Tx, principal: Principal, resident_id: str, kind: str,
     if not await store.update_resident(tx, resident_id, values, expected_version=expected_version or None):
         raise Conflict("VERSION_CONFLICT", "the resident changed since it was read; re-read and retry",
                        metadata={"version": str(row["version"])})
+    if kind == MOVE_OUT:
+        await _abolish_live_seal(tx, resident_id, now)  # 転出 ends the seal registration by law
     log.info("move recorded", extra={"resident_id": resident_id, "move": kind})
+
+
+async def _abolish_live_seal(tx: Tx, resident_id: str, now: datetime) -> None:
+    live = await store.live_seal(tx, resident_id)
+    if live is not None:
+        await store.abolish_seal(tx, live["registration_id"], to_epoch_ms(now))
+        log.info("seal abolished", extra={"resident_id": resident_id, "registration_id": live["registration_id"]})
 
 
 async def set_issuance_bars(tx: Tx, principal: Principal, resident_id: str, dv_protection: bool | None,
@@ -247,6 +256,8 @@ async def set_issuance_bars(tx: Tx, principal: Principal, resident_id: str, dv_p
             raise FailedPrecondition("RESIDENT_DECEASED", "already recorded as deceased on another date")
         values.update(status="deceased", deceased_on=deceased_on)
     await store.update_resident(tx, resident_id, values)
+    if deceased_on:
+        await _abolish_live_seal(tx, resident_id, now)  # death ends the seal registration
     log.info("issuance bars set", extra={"resident_id": resident_id, "dv": dv_protection,
                                          "deceased": bool(deceased_on)})
 

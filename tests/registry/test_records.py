@@ -157,7 +157,10 @@ async def test_moves_and_bars(platform):
     cancelled = await move(pb.MOVE_KIND_CANCEL_PLANNED_MOVE_OUT)
     assert cancelled.resident.status == pb.RESIDENT_STATUS_ACTIVE and cancelled.resident.moving_out_on == ""
     await expect_error(move(pb.MOVE_KIND_CANCEL_PLANNED_MOVE_OUT), FP, "NO_PLANNED_MOVE_OUT")
+    await registry.RegisterSeal(pb.RegisterSealRequest(request_id=rid(), resident_id=a.resident_id,
+                                                       registration_number="S-9", registered_on="2026-01-05"))
     done = await move(pb.MOVE_KIND_MOVE_OUT, "2026-12-21", "大阪府大阪市北区梅田1-1")
+    assert await live_seals(platform, a.resident_id) == []  # 転出 abolishes the seal registration
     assert done.resident.status == pb.RESIDENT_STATUS_MOVED_OUT and done.resident.moved_out_on == "2026-12-21"
     await expect_error(move(pb.MOVE_KIND_MOVE_IN, "2026-12-22"), FP, "RESIDENT_MOVED_OUT")
     # the record is kept with its status, listed by status
@@ -175,8 +178,11 @@ async def test_moves_and_bars(platform):
     await expect_error(registry.SetIssuanceBars(pb.SetIssuanceBarsRequest(request_id=rid(),
                                                                           resident_id=b.resident_id)),
                        IA, field="dv_protection")
+    await registry.RegisterSeal(pb.RegisterSealRequest(request_id=rid(), resident_id=b.resident_id,
+                                                       registration_number="S-10", registered_on="2026-01-05"))
     dead = await registry.SetIssuanceBars(pb.SetIssuanceBarsRequest(request_id=rid(), resident_id=b.resident_id,
                                                                     deceased_on="2026-12-01"))
+    assert await live_seals(platform, b.resident_id) == []
     assert dead.resident.status == pb.RESIDENT_STATUS_DECEASED and dead.resident.deceased_on == "2026-12-01"
     assert dead.resident.dv_protection
     off = await registry.SetIssuanceBars(pb.SetIssuanceBarsRequest(request_id=rid(), resident_id=b.resident_id,
