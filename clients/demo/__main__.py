@@ -10,7 +10,9 @@ Exit status 0 when every step's checks passed, 1 at the first failure (what fail
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -25,6 +27,11 @@ async def _main(target: str | None, mtls_target: str | None, gateway: str | None
                 keep: bool) -> int:
     narrator = Narrator()
     narrator.echo("onestop demo — 子育てワンストップ, お知らせ, コンビニ交付, 自治体ポイント")
+    # Ctrl-C or a SIGTERM (a CI job cancelled) cancels the story, so a self-started platform is still stopped.
+    main_task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, main_task.cancel)
     try:
         if target is None:
             async with own_platform(keep=keep, say=narrator.echo) as endpoints:
@@ -37,6 +44,9 @@ async def _main(target: str | None, mtls_target: str | None, gateway: str | None
     except PlatformDidNotStart as error:
         narrator.echo(f"✗ no platform: {error}")
         return 2
+    except asyncio.CancelledError:
+        narrator.echo("✗ interrupted")
+        return 130
 
 
 @click.command()

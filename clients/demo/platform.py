@@ -139,7 +139,7 @@ async def own_platform(*, keep: bool = False, say=print) -> AsyncIterator[Endpoi
         say(f"platform ready in {time.monotonic() - started:.1f} s")
         yield endpoints
     finally:
-        status = await asyncio.to_thread(_stop, process)
+        status = _stop(process)  # blocking on purpose: nothing else runs now, and a cancel must not skip it
         if status not in (0, -signal.SIGTERM):
             say(f"the platform stopped with status {status}; its log:\n{_tail(log_path)}")
         if keep:
