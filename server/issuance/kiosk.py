@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 from onestop.issuance.v1 import issuance_pb2 as pb
@@ -84,6 +84,22 @@ class Issuable:
     extra: dict
 
 
+@dataclass
+class Prepared:
+    """Copies rendered before the issuing transaction: (serial, code, pdf, sha256) each."""
+
+    now: datetime
+    identity: tuple
+    copies: list[tuple[str, str, bytes, str]]
+
+
+def _identity(found: Issuable, order: pb.Order, base: CertificateContent) -> tuple:
+    """What a certificate says, apart from its serial and code: equal means the same document."""
+    return (found.certificate_type, found.issuing_code, found.subject["resident_id"], found.fee, order.copies,
+            base.title, base.municipality_name, base.mayor_line, tuple(base.lines), tuple(base.footer),
+            base.issued_at)
+
+
 class KioskDesk:
     """Answers kiosk steps. One per server process; all state is in the database."""
 
@@ -109,9 +125,9 @@ class KioskDesk:
 
     async def _answer(self, kiosk: Machine, request: pb.KioskSessionRequest, kind: str) -> pb.KioskSessionResponse:
         digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
-        if kind in ("begin", "card_sign_in"):
-            # These act outside the step's write transaction (a challenge, the nonce): a resent
-            # step must be recognised before that. Other steps are checked inside it.
+        if kind in ("begin", "card_sign_in", "payment_confirmed"):
+            # These act outside the step's write transaction (a challenge, the nonce, rendering):
+            # a resent step must be recognised before that. Other steps are checked inside it.
             key = (kiosk.id, request.kiosk_transaction_id, request.step_id)
             async with self._p.db.read() as tx:
                 prior = await store.step(tx, *key)
@@ -119,9 +135,12 @@ class KioskDesk:
                 return self._replay(prior, digest)
             if kind == "begin":
                 return await self._begin(kiosk, request, digest)
-            return await self._sign_in(kiosk, request, digest)
+            if kind == "card_sign_in":
+                return await self._sign_in(kiosk, request, digest)
+            prepared = await self._prepare_documents(kiosk, request)
+            return await self._step(kiosk, request, digest, self._pay, context={"prepared": prepared})
         work = {
-            "menu": self._menu, "order": self._order, "payment_confirmed": self._pay,
+            "menu": self._menu, "order": self._order,
             "print_result": self._print_result, "finish": self._finish, "cancel": self._cancel,
             "honseki_usage": self._honseki_usage,
         }[kind]
@@ -392,7 +411,37 @@ class KioskDesk:
 
     # payment: the documents ---------------------------------------------------------------------
 
-    async def _pay(self, tx: Tx, txn, request, now) -> pb.KioskSessionResponse:
+    async def _prepare_documents(self, kiosk: Machine, request) -> "Prepared | None":
+        """Render the copies before taking the database writer (so other steps and other server
+        processes are not held up by rendering). The issuing write transaction reads the record
+        again and uses these PDFs only if they say exactly what it reads; otherwise it renders
+        anew. Serial numbers are reserved here; a reservation not used leaves a gap."""
+        now = self._p.clock.now()
+        try:
+            async with self._p.db.read() as tx:
+                txn = await store.transaction(tx, kiosk.id, request.kiosk_transaction_id)
+                if (txn is None or txn["state"] != "ordered" or txn["expires_at_ms"] <= to_epoch_ms(now)
+                        or request.payment_confirmed.amount_yen != txn["quote_yen"]):
+                    return None
+                order = pb.Order()
+                order.ParseFromString(bytes.fromhex(txn["order_json"]))
+                found = await self.check_issuable(tx, txn, order.certificate_type, order.subject_resident_id,
+                                                  order.options, now)
+                municipality = await store.municipality(tx, found.issuing_code)
+                base = await self._content(tx, found, order.options, municipality, "", "", now)
+        except DomainError:
+            return None  # the step itself will refuse, in its transaction
+        year = now.astimezone(JST).year
+        async with self._p.db.write() as tx:
+            numbers = [await store.next_serial(tx, found.issuing_code, year) for _ in range(order.copies)]
+        copies = []
+        for number in numbers:
+            serial, code = f"{found.issuing_code}-{year}-{number:07d}", new_verification_code()
+            data = render(replace(base, serial=serial, verification_code=code))
+            copies.append((serial, code, data, self.blobs.put(data)))
+        return Prepared(now, _identity(found, order, base), copies)
+
+    async def _pay(self, tx: Tx, txn, request, now, prepared: "Prepared | None" = None) -> pb.KioskSessionResponse:
         self._require(txn, "ordered")
         if request.payment_confirmed.amount_yen != txn["quote_yen"]:
             raise FailedPrecondition("AMOUNT_MISMATCH", f"the quote was {txn['quote_yen']} yen")
@@ -400,24 +449,34 @@ class KioskDesk:
         order.ParseFromString(bytes.fromhex(txn["order_json"]))
         found = await self.check_issuable(tx, txn, order.certificate_type, order.subject_resident_id,
                                           order.options, now)
-        now_ms = to_epoch_ms(now)
         municipality = await store.municipality(tx, found.issuing_code)
+        if prepared is not None:
+            # The record as it stands now, in this transaction, must read as the prepared PDFs say.
+            base = await self._content(tx, found, order.options, municipality, "", "", prepared.now)
+            if _identity(found, order, base) != prepared.identity:
+                prepared = None
+        if prepared is not None:
+            issued_at = prepared.now
+            copies = prepared.copies
+        else:
+            issued_at = now
+            year = now.astimezone(JST).year
+            copies = []
+            for _ in range(order.copies):
+                number = await store.next_serial(tx, found.issuing_code, year)
+                serial, code = f"{found.issuing_code}-{year}-{number:07d}", new_verification_code()
+                data = render(await self._content(tx, found, order.options, municipality, serial, code, now))
+                copies.append((serial, code, data, self.blobs.put(data)))
+        now_ms, issued_ms = to_epoch_ms(now), to_epoch_ms(issued_at)
         documents = pb.Documents()
-        local_year = now.astimezone(JST).year
-        for copy_no in range(1, order.copies + 1):
-            serial_no = await store.next_serial(tx, found.issuing_code, local_year)
-            serial = f"{found.issuing_code}-{local_year}-{serial_no:07d}"
-            code = new_verification_code()
-            content = await self._content(tx, found, order.options, municipality, serial, code, now)
-            data = render(content)
-            sha = self.blobs.put(data)
+        for copy_no, (serial, code, data, sha) in enumerate(copies, start=1):
             document_id = new_id("doc")
             await store.insert_document(tx, {
                 "document_id": document_id, "txn_id": txn["txn_id"], "copy_no": copy_no, "serial": serial,
                 "verification_code": code, "certificate_type": order.certificate_type,
                 "municipality_code": found.issuing_code, "subject_resident_id": found.subject["resident_id"],
                 "holder_resident_id": txn["resident_id"], "pdf_sha256": sha, "status": "issued",
-                "issued_at_ms": now_ms,
+                "issued_at_ms": issued_ms,
             })
             await store.insert_charge(tx, {
                 "charge_id": new_id("chg"), "document_id": document_id, "txn_id": txn["txn_id"],
@@ -427,7 +486,7 @@ class KioskDesk:
             documents.documents.append(pb.Document(
                 copy_no=copy_no, serial=serial, verification_code=code, certificate_type=order.certificate_type,
                 municipality_code=found.issuing_code, subject_resident_id=found.subject["resident_id"],
-                issued_at=ts_ms(now_ms), pdf=data, pdf_sha256=sha))
+                issued_at=ts_ms(issued_ms), pdf=data, pdf_sha256=sha))
         await self.guard_delivery(tx, txn, documents)
         await store.update_transaction(tx, txn["txn_id"], state="paid")
         return pb.KioskSessionResponse(documents=documents)
