@@ -53,6 +53,7 @@ MAX_CHOICES = 20
 MAX_LINK = 2000
 MAX_COMMENT = 2000
 STREAM_BATCH = 100
+SESSION_RECHECK_MS = 5_000  # a live stream re-checks its session at most this often (platform clock)
 VACCINES = ("hib", "pcv", "hepb", "dpt_ipv", "dpt_ipv_hib", "bcg", "mr", "varicella", "je", "hpv", "rota",
             "influenza", "other")
 PROGRAMS = {
@@ -411,11 +412,18 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
 
         return await run_once(self._p.db, self._p.clock, request, pb.MarkNoticeReadResponse, work)
 
+    async def _recheck_session(self, context_) -> None:
+        resolve = self._p.services.get("resolve_token")
+        bearer = dict(context_.invocation_metadata() or ()).get("authorization", "")
+        if resolve is not None and bearer.lower().startswith("bearer "):
+            await resolve(bearer[7:].strip())
+
     async def StreamNotices(self, request, context_):
         resident = authz.require_resident(context.current().principal)
         if request.after_cursor < 0:
             raise InvalidArgument.field("after_cursor", "0 or a cursor received earlier")
         cursor = request.after_cursor
+        checked_ms = self._now_ms()
         subscription = await self._hub.subscribe(resident.resident_id)  # before the catch-up read: no gap
         try:
             catch_up = True
@@ -428,6 +436,11 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
                         cursor = row["seq"]
                     catch_up = len(rows) == STREAM_BATCH
                 rows, catch_up = await subscription.next_batch()
+                if self._now_ms() - checked_ms >= SESSION_RECHECK_MS:
+                    # A stream outlives its token's checks at connect: a session signed out or expired
+                    # since then ends the stream (UNAUTHENTICATED) instead of receiving more.
+                    await self._recheck_session(context_)
+                    checked_ms = self._now_ms()
                 for row in rows:
                     if row["seq"] > cursor:  # already sent by the catch-up otherwise
                         yield pb.StreamNoticesResponse(notice=_inbox(row))

@@ -10,7 +10,7 @@ from onestop.notification.v1 import notification_pb2_grpc as pb_grpc
 
 from server import app
 from server import testing
-from tests.notification.support import LG, add_card_holder, add_person, everyone, public, staff
+from tests.notification.support import LG, add_card_holder, add_person, details, everyone, public, staff
 
 WAIT = 10  # seconds: an upper bound for a delivery to arrive, never a sleep
 
@@ -251,3 +251,26 @@ async def test_subscriber_that_falls_behind_catches_up_from_the_database(platfor
     call.cancel()
     assert [n.title for n in got] == titles
     assert any(overflowed)  # the queue did overflow: the rest came from the database, in order
+
+
+async def test_stream_ends_once_the_session_is_signed_out(platform):
+    from onestop.auth.v1 import auth_pb2, auth_pb2_grpc
+
+    me, meta = await add_card_holder(platform, "住民 A")
+    call = public(platform).StreamNotices(pb.StreamNoticesRequest(after_cursor=0), metadata=meta)
+    await _sink_many(platform, me, ["before"])
+    assert [n.title for n in await _take(call, 1)] == ["before"]
+    await auth_pb2_grpc.AuthServiceStub(platform.channel()).SignOut(auth_pb2.SignOutRequest(request_id="so-1"),
+                                                                    metadata=meta)
+    platform.clock.advance(seconds=6)
+    await _sink_many(platform, me, ["after sign-out"])
+    received = []
+    try:
+        async with asyncio.timeout(WAIT):
+            async for message in call:
+                received.append(message.notice.title)
+        raise AssertionError("the stream should have ended")
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert details(error)[0] == "SESSION_ENDED"
+    assert received == []
