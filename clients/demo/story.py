@@ -492,8 +492,9 @@ class Story:
                     menu = next((r.menu for r in result.responses if r.WhichOneof("result") == "menu"), None)
                     if menu is not None:
                         n.say("the menu the kiosk showed her: " + ", ".join(
-                            f"{CERTIFICATE_LABELS.get(i.certificate_type, i.certificate_type)} {i.fee_yen}円"
-                            + ("" if i.available else f" ({i.unavailable_reason})") for i in menu.items))
+                            f"{CERTIFICATE_LABELS.get(i.certificate_type, i.certificate_type)} "
+                            + (f"{i.fee_yen}円" if i.available else f"(not for her: {i.unavailable_reason})")
+                            for i in menu.items))
                 if result.refusal is not None:
                     raise DemoFailure(f"the kiosk refused the {label}: {result.refusal.reason} {result.refusal.message}")
                 n.check(result.ok and result.resident_id == self.resident_id and len(result.printed) == 1,
