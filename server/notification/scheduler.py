@@ -136,8 +136,9 @@ class Scheduler:
         now_ms = to_epoch_ms(self._p.clock.now())
         async with self._p.db.read() as tx:
             pending = [r[0] for r in await tx.all(
-                "SELECT DISTINCT municipality_code FROM residents r WHERE NOT EXISTS"
-                " (SELECT 1 FROM rule_runs u WHERE u.municipality_code = r.municipality_code AND u.as_of = ?)",
+                "SELECT m.code FROM municipalities m"
+                " WHERE EXISTS (SELECT 1 FROM residents r WHERE r.municipality_code = m.code)"
+                " AND NOT EXISTS (SELECT 1 FROM rule_runs u WHERE u.municipality_code = m.code AND u.as_of = ?)",
                 (on.isoformat(),))]
         ran = 0
         for lgcode in pending:
