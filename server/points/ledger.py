@@ -234,6 +234,34 @@ def grant(conn: sqlite3.Connection, now_ms: int, municipality: str, mykey_id: st
     return pb.GrantPointsResponse(transfer_id=transfer_id, balance=balance_of(conn, target))
 
 
+def correct_grant(conn: sqlite3.Connection, now_ms: int, municipality: str, transfer_id: str,
+                  amount: int) -> pb.CorrectGrantResponse:
+    """A new reversing transfer for (part of) a grant; the grant itself is never touched."""
+    check_lgcode(municipality)
+    if not transfer_id:
+        raise InvalidArgument.field("transfer_id", "required")
+    if amount < 0 or amount > MAX_AMOUNT:
+        raise InvalidArgument.field("amount", f"between 0 (all that is left) and {MAX_AMOUNT}")
+    issuance = account_id(conn, "issuance", "", municipality)
+    grant_row = conn.execute(
+        "SELECT credit_account_id, amount FROM points_transfers WHERE transfer_id=? AND code='grant'"
+        " AND debit_account_id=?", (transfer_id, issuance),
+    ).fetchone()
+    if grant_row is None:
+        raise NotFound("TRANSFER_NOT_FOUND", "no such grant of this municipality")
+    account, granted = grant_row
+    corrected = conn.execute("SELECT COALESCE(SUM(amount), 0) FROM points_transfers WHERE code='correction'"
+                             " AND ref=?", (transfer_id,)).fetchone()[0]
+    left = granted - corrected
+    take = amount or left
+    if take <= 0 or take > left:
+        raise FailedPrecondition("CORRECTION_EXCEEDS_GRANT", f"only {left} points of this grant are left to correct",
+                                 metadata={"left": str(left)})
+    release_expired_holds(conn, now_ms, account)
+    correction_id = debit_resident(conn, account, issuance, take, "correction", transfer_id, now_ms)
+    return pb.CorrectGrantResponse(transfer_id=correction_id, amount=take, balance=balance_of(conn, account))
+
+
 def convert(conn: sqlite3.Connection, now_ms: int, partner_id: str, member_account: str,
             partner_points: int) -> pb.ConvertPartnerPointsResponse:
     if not member_account:

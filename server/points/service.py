@@ -35,6 +35,7 @@ authz.register(SERVICE, {
     "SetPointRules": MUNICIPALITY,
     "DefineSupportEvent": MUNICIPALITY,
     "GrantPoints": MUNICIPALITY,
+    "CorrectGrant": MUNICIPALITY,
     "ConvertPartnerPoints": machine("partner"),
     "ListHeldConversions": RESIDENT,
     "ChooseMunicipality": RESIDENT,
@@ -197,6 +198,11 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self._own_municipality(request.municipality_code)
         return await self._submit(request, pb.GrantPointsResponse, lambda conn, now: ledger.grant(
             conn, now, request.municipality_code, request.mykey_id, request.amount, request.event_id))
+
+    async def CorrectGrant(self, request, context_):
+        self._own_municipality(request.municipality_code)
+        return await self._submit(request, pb.CorrectGrantResponse, lambda conn, now: ledger.correct_grant(
+            conn, now, request.municipality_code, request.transfer_id, request.amount))
 
     async def ConvertPartnerPoints(self, request, context_):
         partner = self._machine()

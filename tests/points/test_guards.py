@@ -103,3 +103,38 @@ def test_every_rpc_has_a_rule_callers_errors_and_the_house_shape():
         if method.name.startswith("List") or method.name == "GetMerchantSettlement":
             assert {"page_size", "page_token"} <= fields, method.name
             assert "next_page_token" in {f.name for f in method.output_type.fields}, method.name
+
+
+def test_the_corrections_migration_keeps_every_transfer_and_the_guards(tmp_path):
+    from server.db import discover_migrations, split_statements
+    from server.points.writer import connect
+
+    conn = connect(tmp_path / "m.db")
+    migrations = discover_migrations(("core", "registry", "points"))
+    later = [m for m in migrations if m.area == "points" and m.version >= 2]
+    assert later, "expected the 0002 corrections migration"
+    for migration in [m for m in migrations if m not in later]:
+        for statement in split_statements(migration.sql):
+            conn.execute(statement)
+    conn.execute("BEGIN")
+    issuance = ledger.account_id(conn, "issuance", "", "131016")
+    expired = ledger.account_id(conn, "expired", "", "131016")
+    first = ledger.post(conn, issuance, expired, 10, "expire", "", 0)
+    conn.execute("COMMIT")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO points_transfers (transfer_id, debit_account_id, credit_account_id, amount, code,"
+                     " created_at_ms) VALUES ('x', ?, ?, 1, 'correction', 0)", (expired, issuance))
+    for migration in later:
+        for statement in split_statements(migration.sql):
+            conn.execute(statement)
+    assert [tuple(r) for r in conn.execute("SELECT transfer_id, amount, code FROM points_transfers")] == [
+        (first, 10, "expire")]
+    conn.execute("INSERT INTO points_transfers (transfer_id, debit_account_id, credit_account_id, amount, code,"
+                 " ref, created_at_ms) VALUES ('y', ?, ?, 1, 'correction', ?, 0)", (expired, issuance, first))
+    with pytest.raises(sqlite3.DatabaseError, match="immutable"):
+        conn.execute("UPDATE points_transfers SET amount = 2 WHERE transfer_id = 'y'")
+    with pytest.raises(sqlite3.DatabaseError, match="immutable"):
+        conn.execute("DELETE FROM points_transfers")
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'"
+                                          " AND tbl_name='points_transfers'")}
+    assert {"points_transfers_debit", "points_transfers_credit", "points_transfers_ref"} <= indexes

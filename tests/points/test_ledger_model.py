@@ -42,6 +42,7 @@ class Model:
         self.holding: dict[str, int] = {p: 0 for p in PEOPLE}
         self.holds: dict[str, dict] = {}
         self.conversions: dict[str, dict] = {}
+        self.grants: dict[str, dict] = {}
         self.seq = 0
 
     def balance(self, key: tuple) -> int:
@@ -131,7 +132,31 @@ class LedgerMachine(RuleBasedStateMachine):
                           lambda conn, now: ledger.grant(conn, now, lg, person, amount, event_id))
         assert isinstance(result, pb.GrantPointsResponse), result
         self.model.credit((person, lg, event_id), amount, self.expiry(lg))
+        self.model.grants[result.transfer_id] = {"key": (person, lg, event_id), "amount": amount, "corrected": 0}
         assert result.balance == self.model.balance((person, lg, event_id))
+
+    @precondition(lambda self: self.model.grants)
+    @rule(data=st.data(), amount=st.integers(0, 300))
+    def correct(self, data, amount):
+        """A grant corrected by a new reversing transfer, within what is left of it and still there."""
+        transfer_id = data.draw(st.sampled_from(sorted(self.model.grants)))
+        grant = self.model.grants[transfer_id]
+        lg = grant["key"][1]
+        result = self.run("Correct", pb.CorrectGrantRequest(municipality_code=lg, transfer_id=transfer_id,
+                                                            amount=amount), pb.CorrectGrantResponse,
+                          lambda conn, now: ledger.correct_grant(conn, now, lg, transfer_id, amount))
+        left = grant["amount"] - grant["corrected"]
+        take = amount or left
+        key = grant["key"]
+        if take <= 0 or take > left:
+            assert result.reason == "CORRECTION_EXCEEDS_GRANT", result
+        elif self.model.balance(key) - self.model.held(key, self.now) < take:
+            assert result.reason == "INSUFFICIENT_FUNDS", result
+        else:
+            assert isinstance(result, pb.CorrectGrantResponse), result
+            self.model.debit(key, take)
+            grant["corrected"] += take
+            assert result.balance == self.model.balance(key)
 
     @rule(person=st.sampled_from(PEOPLE), points=st.integers(1, 400))
     def convert(self, person, points):

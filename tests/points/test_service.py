@@ -315,3 +315,35 @@ async def test_lists_page_and_refuse_bad_tokens_and_places(platform):
     await refused(kit.anon.ChooseMunicipality(pb.ChooseMunicipalityRequest(
         request_id=rid(), conversion_id=conversion.conversion_id, municipality_code="13101"), metadata=hanako.md),
         grpc.StatusCode.INVALID_ARGUMENT, field="municipality_code")
+
+
+async def test_a_grant_is_corrected_by_a_new_transfer_never_an_edit(platform):
+    kit = Kit(platform)
+    hanako = await kit.resident()
+    grant = await kit.grant(hanako, 100)
+    hold = await kit.authorize(hanako, 30)
+    await kit.shop.CaptureRedemption(pb.CaptureRedemptionRequest(request_id=rid(), hold_id=hold.hold_id))
+
+    def correct(amount, transfer_id=grant.transfer_id, staff=None, lgcode=LG):
+        return (staff or kit.staff).CorrectGrant(pb.CorrectGrantRequest(
+            request_id=rid(), municipality_code=lgcode, transfer_id=transfer_id, amount=amount))
+
+    await refused(correct(80), grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS")  # 30 already spent
+    first = await correct(60)
+    assert (first.amount, first.balance) == (60, 10)
+    await refused(correct(41), grpc.StatusCode.FAILED_PRECONDITION, "CORRECTION_EXCEEDS_GRANT")
+    await refused(correct(0, transfer_id="trf_nope"), grpc.StatusCode.NOT_FOUND, "TRANSFER_NOT_FOUND")
+    await refused(correct(1, staff=kit.other_staff, lgcode=OTHER_LG), grpc.StatusCode.NOT_FOUND, "TRANSFER_NOT_FOUND")
+    await refused(correct(1, staff=kit.other_staff), grpc.StatusCode.PERMISSION_DENIED, "OTHER_MUNICIPALITY")
+    await refused(correct(-1), grpc.StatusCode.INVALID_ARGUMENT, field="amount")
+    await refused(correct(0), grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS")  # 40 left, 10 there
+    last = await correct(10)
+    assert last.balance == 0
+    async with platform.db.read() as tx:
+        rows = [tuple(r) for r in await tx.all("SELECT code, amount, ref FROM points_transfers ORDER BY seq")]
+    assert rows == [("grant", 100, ""), ("capture", 30, hold.hold_id), ("correction", 60, grant.transfer_id),
+                    ("correction", 10, grant.transfer_id)]
+    history = await kit.anon.ListTransfers(pb.ListTransfersRequest(), metadata=hanako.md)
+    assert [(t.code, t.amount) for t in history.transfers] == [("grant", 100), ("capture", -30), ("correction", -60),
+                                                              ("correction", -10)]
+    assert await ledger_sums(platform) == (0, 0)
