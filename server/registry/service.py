@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 
 from onestop.registry.v1 import registry_pb2
@@ -17,6 +18,7 @@ from server.registry import rules, store
 from server.registry.records import ResidentFields, check_code
 
 pb = registry_pb2
+IMPORT_CHUNK_ROWS = 250  # rows per write transaction of an import stream
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RegistryService"].full_name
 MUNICIPALITY = machine("municipality")
@@ -356,13 +358,40 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             batch.rows.append(message.row)
         if not batch.rows:
             raise InvalidArgument.field("rows", "the stream carried no rows")
-        rows = [(r.row_number, resident_fields(r, batch.municipality_code)) for r in batch.rows]
+        # The stream is written in chunks, each its own transaction, so a large import never holds
+        # the one writer for long (kiosks and sign-ins keep writing in between). Each chunk is keyed
+        # by the request_id under its own method suffix and carries the digest of the whole stream,
+        # so a retry replays every chunk already done, completes the rest, and a different stream
+        # under the same request_id is refused (REQUEST_ID_REUSED) before anything is written.
+        whole = hashlib.sha256(batch.SerializeToString(deterministic=True)).digest()
+        method = context.current().method
+        total = pb.ImportResidentsResponse(last_row_number=last)
+        for index, start in enumerate(range(0, len(batch.rows), IMPORT_CHUNK_ROWS)):
+            chunk = pb.ImportResidentsBatch(request_id=batch.request_id, municipality_code=batch.municipality_code,
+                                            rows=batch.rows[start:start + IMPORT_CHUNK_ROWS], stream_digest=whole,
+                                            chunk=index)
+            part = await run_once(self._db, self._p.clock, chunk, pb.ImportResidentsResponse,
+                                  self._import_chunk(chunk), method=f"{method}#{index}")
+            total.received += part.received
+            total.created += part.created
+            total.updated += part.updated
+            total.rejected_count += part.rejected_count
+            total.rejected.extend(part.rejected)
+            total.imported.extend(part.imported)
 
         async def work(tx):
-            outcome = await rules.import_rows(tx, batch.municipality_code, rows, self._now())
+            return total
+
+        return await self._once(batch, pb.ImportResidentsResponse, work)
+
+    def _import_chunk(self, chunk: pb.ImportResidentsBatch):
+        rows = [(r.row_number, resident_fields(r, chunk.municipality_code)) for r in chunk.rows]
+
+        async def work(tx):
+            outcome = await rules.import_rows(tx, chunk.municipality_code, rows, self._now())
             return pb.ImportResidentsResponse(
                 received=len(rows), created=outcome.created, updated=outcome.updated,
-                rejected_count=len(outcome.rejected), last_row_number=last,
+                rejected_count=len(outcome.rejected), last_row_number=rows[-1][0],
                 rejected=[pb.RowRejection(row_number=n, violations=[pb.FieldViolation(field=v.field,
                                                                                       description=v.description)
                                                                     for v in vs])
@@ -370,7 +399,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 imported=[pb.ImportedResident(row_number=n, resident_id=rid) for n, rid in outcome.written],
             )
 
-        return await self._once(batch, pb.ImportResidentsResponse, work)
+        return work
 
 
 def add_to_server(server, platform: Platform) -> list[str]:

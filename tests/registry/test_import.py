@@ -255,3 +255,37 @@ async def test_a_full_stream_of_bad_rows_gets_its_whole_report(platform):
     assert len(reply.rejected[0].violations) == 10
     assert reply.ByteSize() < 4 * 1024 * 1024
     assert await count(platform) == 0
+
+
+async def test_an_interrupted_stream_is_completed_by_its_retry_in_chunks(platform, monkeypatch):
+    """Chunks commit one by one; a retry replays those done and writes the rest, never a row twice."""
+    from server.errors import Unavailable
+    from server.registry import rules, service
+
+    await with_municipalities(platform)
+    monkeypatch.setattr(service, "IMPORT_CHUNK_ROWS", 2)
+    real = rules.import_rows
+    calls = {"n": 0}
+
+    async def flaky(tx, lgcode, rows, now):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third chunk's first attempt: the database is briefly unavailable
+            raise Unavailable("DATABASE_BUSY", "try again")
+        return await real(tx, lgcode, rows, now)
+
+    monkeypatch.setattr(rules, "import_rows", flaky)
+    rows = [row(n, f"住民 {n}") for n in range(2, 9)] + [row(9, "", sex=0)]  # 8 rows, 4 chunks, row 9 bad
+    messages = stream(rows)
+    await expect_error(stub(platform).ImportResidents(messages()), grpc.StatusCode.UNAVAILABLE)
+    assert await count(platform) == 4  # the first two chunks are in
+    reply = await stub(platform).ImportResidents(messages())
+    assert (reply.received, reply.created, reply.rejected_count, reply.last_row_number) == (8, 7, 1, 9)
+    assert [r.row_number for r in reply.rejected] == [9]
+    assert [i.row_number for i in reply.imported] == list(range(2, 9))
+    assert await count(platform) == 7
+    assert await stub(platform).ImportResidents(messages()) == reply
+    # the same request_id with a stream that differs only after the first chunk is refused, writing nothing
+    other = list(messages())
+    other[-1].row.name, other[-1].row.sex = "後から 変えた", 1
+    await expect_error(stub(platform).ImportResidents(iter(other)), IA, "REQUEST_ID_REUSED")
+    assert await count(platform) == 7
