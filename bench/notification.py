@@ -7,6 +7,8 @@
 2. 1,000 residents (sessions inserted directly) each hold a StreamNotices stream (10 channels,
    loopback TLS, the server in its own process). Five notices are sent to all of them; the latency of
    each delivery from just before SendNotice, p50/p99, beside the SendNotice reply time itself.
+3. 200 of them subscribe on a second server process on the same database while the notices go
+   through the first: delivery by the second process's poller, beside the same-process figure.
 
 `python -m bench.notification` prints the rows.
 """
@@ -38,6 +40,7 @@ BIG_LG, BIG_N = "131016", 100_000
 LIVE_LG, LIVE_N = "131024", 1_000
 CHANNELS = 10
 ROUNDS = 5
+CROSS_N = 200  # subscribers on a second server process (same database) for the cross-process figure
 ROUND_TIMEOUT = 30.0
 
 
@@ -126,12 +129,24 @@ async def measure() -> list[Row]:
                 fan_out_s = time.perf_counter() - started
                 assert sent.notice.delivered_count == BIG_N, sent.notice.delivered_count
                 live = await live_latency(pb_grpc.NotificationServiceStub(staff_live), residents, tokens)
+                # Subscribers on a second process, notices sent through the first: delivery by polling.
+                other = await spawn_server(data, env={"ONESTOP_NOTIFICATION_SCHEDULER": "off"})
+                remote = [grpc.aio.secure_channel(other.target(), grpc.ssl_channel_credentials(ca))
+                          for _ in range(2)]
+                try:
+                    cross = await live_latency(pb_grpc.NotificationServiceStub(staff_live), remote,
+                                               tokens[:CROSS_N], prefix="cross")
+                finally:
+                    for channel in remote:
+                        await channel.close()
+                    other.terminate()
             finally:
                 for channel in (staff_big, staff_live, *residents):
                     await channel.close()
         finally:
             server.terminate()
     latencies, replies = live
+    cross_latencies, _ = cross
     reply_p50 = statistics.median(replies)
     return [
         Row(f"notice into {BIG_N:,} inboxes (SendNotice, all residents)", fan_out_s * 1000, "ms",
@@ -142,11 +157,15 @@ async def measure() -> list[Row]:
             note=f"{len(latencies)} deliveries over {ROUNDS} notices; poll 200 ms, local poke"),
         Row(f"live delivery to {LIVE_N:,} streams, p99", _pct(latencies, 99), "ms",
             "SendNotice reply p50", reply_p50, higher_is_better=False, note="from just before SendNotice"),
+        Row(f"cross-process delivery to {CROSS_N} streams on process B, p50", _pct(cross_latencies, 50), "ms",
+            "same-process delivery p50", _pct(latencies, 50), higher_is_better=False,
+            note=f"sent through process A; B polls every 200 ms; p99 {_pct(cross_latencies, 99):.0f} ms"),
     ]
 
 
-async def live_latency(staff, channels, tokens) -> tuple[list[float], list[float]]:
-    """Open LIVE_N streams, send ROUNDS notices to them all, collect each arrival's latency."""
+async def live_latency(staff, channels, tokens, prefix: str = "live") -> tuple[list[float], list[float]]:
+    """Open a stream per token, send ROUNDS notices to all of them, collect each arrival's latency."""
+    subscribers = len(tokens)
     arrivals: dict[str, list[float]] = {}
     counts: dict[str, int] = {}
     all_in: dict[str, asyncio.Event] = {}
@@ -166,23 +185,23 @@ async def live_latency(staff, channels, tokens) -> tuple[list[float], list[float
             key = message.notice.title
             arrivals.setdefault(key, []).append(now)
             counts[key] = counts.get(key, 0) + 1
-            if counts[key] == LIVE_N:
+            if counts[key] == subscribers:
                 expect(key).set()
 
-    tasks = [asyncio.create_task(subscriber(i)) for i in range(LIVE_N)]
+    tasks = [asyncio.create_task(subscriber(i)) for i in range(subscribers)]
     try:
         # Warm-up: everyone receives one notice, which proves every stream is subscribed.
         await staff.SendNotice(pb.SendNoticeRequest(
-            request_id="bench-warm", municipality_code=LIVE_LG, title="warm", body="{name}",
+            request_id=f"{prefix}-warm", municipality_code=LIVE_LG, title=f"{prefix} warm", body="{name}",
             audience=pb.Audience(all_residents=pb.Audience.AllResidents())))
-        await asyncio.wait_for(expect("warm").wait(), ROUND_TIMEOUT * 2)
+        await asyncio.wait_for(expect(f"{prefix} warm").wait(), ROUND_TIMEOUT * 2)
         latencies, replies = [], []
         for r in range(ROUNDS):
-            key = f"round {r}"
+            key = f"{prefix} round {r}"
             expect(key)
             started = time.perf_counter()
             await staff.SendNotice(pb.SendNoticeRequest(
-                request_id=f"bench-live-{r}", municipality_code=LIVE_LG, title=key, body="{name} 様",
+                request_id=f"{prefix}-{r}", municipality_code=LIVE_LG, title=key, body="{name} 様",
                 audience=pb.Audience(all_residents=pb.Audience.AllResidents())))
             replies.append((time.perf_counter() - started) * 1000)
             await asyncio.wait_for(all_in[key].wait(), ROUND_TIMEOUT)
