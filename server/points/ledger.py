@@ -67,12 +67,11 @@ def post(conn: sqlite3.Connection, debit: int, credit: int, amount: int, code: s
     """One balanced, immutable transfer. Resident and holding accounts are never overdrawn."""
     if amount <= 0:
         raise InvalidArgument.field("amount", "must be positive")
-    credit_kind = conn.execute("SELECT kind FROM points_accounts WHERE account_id=?", (credit,)).fetchone()[0]
-    if credit_kind == "partner":
+    sides = {row[0]: row for row in conn.execute(
+        "SELECT account_id, kind, balance, pending FROM points_accounts WHERE account_id IN (?, ?)", (debit, credit))}
+    if sides[credit][1] == "partner":
         raise FailedPrecondition("CONVERSION_IS_ONE_WAY", "municipal points never turn back into partner points")
-    kind, balance, pending = conn.execute(
-        "SELECT kind, balance, pending FROM points_accounts WHERE account_id=?", (debit,)
-    ).fetchone()
+    _, kind, balance, pending = sides[debit]
     if kind in RESIDENT_KINDS and balance - pending < amount:
         raise FailedPrecondition("INSUFFICIENT_FUNDS", "not enough points available",
                                  metadata={"available": str(balance - pending)})
@@ -225,13 +224,15 @@ def grant(conn: sqlite3.Connection, now_ms: int, municipality: str, mykey_id: st
     if not mykey_id:
         raise InvalidArgument.field("mykey_id", "required")
     check_amount(amount)
-    require_mykey(conn, mykey_id)
-    if event_id and event_row(conn, event_id)["municipality_code"] != municipality:
-        raise NotFound("EVENT_NOT_FOUND", "no such support event in this municipality")
+    existing = find_account(conn, "resident", mykey_id, municipality, event_id)
+    if existing is None:  # an account exists only once its owner and event were checked
+        require_mykey(conn, mykey_id)
+        if event_id and event_row(conn, event_id)["municipality_code"] != municipality:
+            raise NotFound("EVENT_NOT_FOUND", "no such support event in this municipality")
+    target = existing["account_id"] if existing else account_id(conn, "resident", mykey_id, municipality, event_id)
     source = account_id(conn, "issuance", "", municipality)
-    target = account_id(conn, "resident", mykey_id, municipality, event_id)
     transfer_id = credit_resident(conn, source, target, amount, "grant", "", municipality, now_ms)
-    return pb.GrantPointsResponse(transfer_id=transfer_id, balance=balance_of(conn, target))
+    return pb.GrantPointsResponse(transfer_id=transfer_id, balance=(existing["balance"] if existing else 0) + amount)
 
 
 def correct_grant(conn: sqlite3.Connection, now_ms: int, municipality: str, transfer_id: str,
