@@ -59,6 +59,11 @@ class RunningServer:
         """Refuse new calls, let in-flight ones finish within `grace`, then close the database."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace if grace is not None else self.platform.settings.shutdown_grace_seconds)
+        for hook in self.platform.on_shutdown:
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook failed")
         await self.platform.db.close()
 
 

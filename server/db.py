@@ -112,6 +112,7 @@ class Database:
         self._write_lock = asyncio.Lock()
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all: list[aiosqlite.Connection] = []
+        self._quick: sqlite3.Connection | None = None
 
     async def _connect(self, *, readonly: bool) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -130,6 +131,10 @@ class Database:
         await self.migrate(discover_migrations() if migrations is None else migrations)
         for _ in range(self._read_connections):
             self._readers.put_nowait(await self._connect(readonly=True))
+        self._quick = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                                      check_same_thread=False)
+        self._quick.row_factory = sqlite3.Row
+        self._quick.execute("PRAGMA busy_timeout=0")
         return self
 
     async def close(self) -> None:
@@ -137,6 +142,9 @@ class Database:
             await conn.close()
         self._all.clear()
         self._writer = None
+        if self._quick is not None:
+            self._quick.close()
+            self._quick = None
 
     async def migrate(self, migrations: Sequence[Migration]) -> list[Migration]:
         """Apply what is pending in one transaction; safe when several processes start at once."""
@@ -166,7 +174,15 @@ class Database:
         assert self._writer is not None, "database not open"
         async with self._write_lock:
             conn = self._writer
-            await conn.execute("BEGIN IMMEDIATE")
+            begin = asyncio.ensure_future(conn.execute("BEGIN IMMEDIATE"))
+            try:
+                await asyncio.shield(begin)
+            except asyncio.CancelledError:
+                # Cancelled while waiting for SQLite's lock: the BEGIN still runs on the connection's
+                # thread, so let it finish and undo it, or this process's only writer stays stuck
+                # inside a transaction.
+                await asyncio.shield(self._undo_begin(conn, begin))
+                raise
             try:
                 yield Tx(conn)
             except BaseException:
@@ -175,9 +191,27 @@ class Database:
             else:
                 await asyncio.shield(conn.execute("COMMIT"))
 
+    @staticmethod
+    async def _undo_begin(conn: aiosqlite.Connection, begin: asyncio.Future) -> None:
+        await asyncio.wait([begin])
+        if not begin.cancelled() and begin.exception() is None and conn.in_transaction:
+            await conn.execute("ROLLBACK")
+
     async def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        """One SELECT on a pooled reader, without a surrounding transaction (a single statement is
-        its own snapshot): the cheapest read, for hot paths such as token lookups."""
+        """One indexed SELECT for hot paths (token lookups), without a surrounding transaction (a
+        single statement is its own snapshot).
+
+        It runs on the event loop's thread over a plain read-only connection: a point lookup in
+        WAL mode takes microseconds and never waits for writers, while a trip to aiosqlite's
+        thread costs more than the query. Should SQLite ever report the file busy (a checkpoint
+        restarting the WAL), the query goes the usual way through a pooled reader instead.
+        """
+        if self._quick is not None:
+            try:
+                return self._quick.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise
         conn = await self._readers.get()
         try:
             return list(await conn.execute_fetchall(sql, params))

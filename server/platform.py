@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,3 +19,6 @@ class Platform:
     # Area-provided shared services, by name (e.g. "card_trust", "notices"): set at start-up by
     # the area that owns them, read by others, so areas never import each other's internals.
     services: dict[str, Any] = field(default_factory=dict)
+    # Called (in order) when the server stops, after in-flight calls finish and before the database
+    # closes: areas stop their background tasks here.
+    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
