@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,6 +20,7 @@ from server.auth.trust import TrustStore
 from server.authz import Resident
 from server.clock import from_epoch_ms, to_epoch_ms
 from server.crypto.jpki import CertificateRejected, VerifiedCard, verify_signature
+from server.db import Tx
 from server.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from server.ids import new_id
 from server.platform import Platform
@@ -76,16 +78,20 @@ class Authenticator:
                 await store.purge_challenges(tx, to_epoch_ms(now) - 3_600_000)
         return challenge
 
-    async def verify_card_response(self, challenge_id: str, certificate: bytes, signature: bytes) -> CardSignIn:
-        """Check a card's answer to a challenge and consume the challenge; return the linked resident."""
+    async def verify_card_response(self, challenge_id: str, certificate: bytes, signature: bytes, *,
+                                   then: Callable[[Tx, str], Awaitable[None]] | None = None) -> CardSignIn:
+        """Check a card's answer to a challenge and consume the challenge; return the linked resident.
+
+        `then(tx, resident_id)` runs in the same write transaction that consumes the nonce, so what
+        the sign-in opens (a session) exists exactly when the nonce is spent.
+        """
         violations = [name for name, value in (("challenge_id", challenge_id), ("certificate", certificate),
                                                 ("signature", signature)) if not value]
         if violations:
             raise InvalidArgument.field(violations[0], "required")
         now = self._p.clock.now()
         now_ms = to_epoch_ms(now)
-        async with self._p.db.read() as tx:
-            challenge = await store.get_challenge(tx, challenge_id)
+        challenge = await store.get_challenge(self._p.db, challenge_id)
         self._check_challenge(challenge, now_ms)
         trust = await self._trust.current()
         try:
@@ -98,8 +104,11 @@ class Authenticator:
                 self._check_challenge(await store.get_challenge(tx, challenge_id), now_ms)
                 raise Unauthenticated("NONCE_REPLAYED", "this challenge has been used; ask for a new one")
             resident_id = await store.linked_resident(tx, card.issuer, card.serial_hex)
-        if resident_id is None:
-            raise FailedPrecondition("CARD_NOT_LINKED", "this card is not linked to a resident; ask the municipality")
+            if resident_id is None:
+                raise FailedPrecondition("CARD_NOT_LINKED",
+                                         "this card is not linked to a resident; ask the municipality")
+            if then is not None:
+                await then(tx, resident_id)
         return CardSignIn(resident_id, card)
 
     @staticmethod
@@ -112,31 +121,28 @@ class Authenticator:
             raise Unauthenticated("NONCE_EXPIRED", "this challenge has expired; ask for a new one")
 
     async def sign_in(self, challenge_id: str, certificate: bytes, signature: bytes) -> IssuedSession:
-        signed = await self.verify_card_response(challenge_id, certificate, signature)
         now = self._p.clock.now()
         settings = self._p.settings
         absolute = now + timedelta(seconds=settings.session_absolute_seconds)
         access_expires = min(now + timedelta(seconds=settings.session_idle_seconds), absolute)
-        session = IssuedSession(
-            session_id=new_id("ses"),
-            resident_id=signed.resident_id,
-            access_token="osa_" + secrets.token_urlsafe(32),
-            refresh_token="osr_" + secrets.token_urlsafe(32),
-            access_expires_at=access_expires,
-            absolute_expires_at=absolute,
-        )
-        async with self._p.db.write() as tx:
+        tokens = {"access": "osa_" + secrets.token_urlsafe(32), "refresh": "osr_" + secrets.token_urlsafe(32)}
+        session_id = new_id("ses")
+
+        async def open_session(tx: Tx, resident_id: str) -> None:
             await store.insert_session(tx, {
-                "session_id": session.session_id,
-                "resident_id": session.resident_id,
-                "access_hash": token_hash(session.access_token),
-                "refresh_hash": token_hash(session.refresh_token),
+                "session_id": session_id,
+                "resident_id": resident_id,
+                "access_hash": token_hash(tokens["access"]),
+                "refresh_hash": token_hash(tokens["refresh"]),
                 "created_at_ms": to_epoch_ms(now),
                 "last_seen_ms": to_epoch_ms(now),
                 "access_expires_ms": to_epoch_ms(access_expires),
                 "absolute_expires_ms": to_epoch_ms(absolute),
             })
-        return session
+
+        signed = await self.verify_card_response(challenge_id, certificate, signature, then=open_session)
+        return IssuedSession(session_id, signed.resident_id, tokens["access"], tokens["refresh"],
+                             access_expires, absolute)
 
     def _check_session(self, row, now_ms: int, *, expires_key: str) -> None:
         if row is None:

@@ -14,8 +14,12 @@ async def insert_challenge(tx: Tx, challenge_id: str, nonce: bytes, now_ms: int,
     )
 
 
-async def get_challenge(tx: Tx, challenge_id: str) -> sqlite3.Row | None:
-    return await tx.one("SELECT * FROM challenges WHERE challenge_id = ?", (challenge_id,))
+async def get_challenge(reader: Tx | Database, challenge_id: str) -> sqlite3.Row | None:
+    sql, params = "SELECT * FROM challenges WHERE challenge_id = ?", (challenge_id,)
+    if isinstance(reader, Database):
+        rows = await reader.query(sql, params)
+        return rows[0] if rows else None
+    return await reader.one(sql, params)
 
 
 async def consume_challenge(tx: Tx, challenge_id: str, now_ms: int) -> bool:
@@ -85,8 +89,11 @@ async def end_session(tx: Tx, session_id: str, now_ms: int) -> None:
     )
 
 
-async def crl_versions(tx: Tx) -> dict[str, int]:
-    return {r["issuer"]: r["this_update_ms"] for r in await tx.all("SELECT issuer, this_update_ms FROM card_crls")}
+async def crl_versions(reader: Tx | Database) -> dict[str, int]:
+    """Which CRL each issuer has in force (checked before every card verification: keep it cheap)."""
+    sql = "SELECT issuer, this_update_ms FROM card_crls"
+    rows = await (reader.query(sql) if isinstance(reader, Database) else reader.all(sql))
+    return {r["issuer"]: r["this_update_ms"] for r in rows}
 
 
 async def crls(tx: Tx) -> list[bytes]:

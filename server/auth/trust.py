@@ -20,10 +20,11 @@ class TrustStore:
 
     async def current(self) -> CardTrust:
         """The trust to verify with now (reloads CRLs when another process stored a newer one)."""
+        versions = await store.crl_versions(self._db)
+        if versions == self._versions:
+            return self._trust
         async with self._db.read() as tx:
             versions = await store.crl_versions(tx)
-            if versions == self._versions:
-                return self._trust
             ders = await store.crls(tx)
         trust = self._base
         for der in ders:
