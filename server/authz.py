@@ -31,6 +31,8 @@ class Resident:
 
     resident_id: str
     session_id: str
+    # Where the resident lives as of this call (read with the session, so a move shows at once).
+    municipality_code: str = ""
     kind: str = "resident"
 
     @property

@@ -84,10 +84,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def WhoAmI(self, request, context_):
         principal = context.current().principal
         if isinstance(principal, Resident):
-            lgcode = await store.resident_municipality(self._p.db, principal.resident_id)
-            return auth_pb2.WhoAmIResponse(
-                kind=auth_pb2.CALLER_KIND_RESIDENT, resident_id=principal.resident_id, municipality_code=lgcode or ""
-            )
+            return auth_pb2.WhoAmIResponse(kind=auth_pb2.CALLER_KIND_RESIDENT, resident_id=principal.resident_id,
+                                           municipality_code=principal.municipality_code)
         if isinstance(principal, Machine):
             return auth_pb2.WhoAmIResponse(
                 kind=auth_pb2.CALLER_KIND_MACHINE, role=principal.role, machine_id=principal.id,

@@ -162,7 +162,8 @@ class Authenticator:
             async with self._p.db.write() as tx:
                 await store.touch_session(tx, row["session_id"], now_ms,
                                           min(now_ms + idle_ms, row["absolute_expires_ms"]))
-        return Resident(resident_id=row["resident_id"], session_id=row["session_id"])
+        return Resident(resident_id=row["resident_id"], session_id=row["session_id"],
+                        municipality_code=row["municipality_code"])
 
     async def refresh(self, refresh_token: str) -> IssuedSession:
         if not refresh_token:

@@ -42,11 +42,6 @@ async def linked_resident(tx: Tx, issuer: str, serial: str) -> str | None:
     )
 
 
-async def resident_municipality(db: Database, resident_id: str) -> str | None:
-    rows = await db.query("SELECT municipality_code FROM residents WHERE resident_id = ?", (resident_id,))
-    return rows[0][0] if rows else None
-
-
 async def insert_session(tx: Tx, row: dict) -> None:
     await tx.execute(
         "INSERT INTO sessions (session_id, resident_id, access_hash, refresh_hash, created_at_ms, last_seen_ms,"
@@ -58,7 +53,9 @@ async def insert_session(tx: Tx, row: dict) -> None:
 
 async def session_by_access(db: Database, access_hash: bytes) -> sqlite3.Row | None:
     """The session behind an access token (hot path: a single statement, no transaction)."""
-    rows = await db.query("SELECT * FROM sessions WHERE access_hash = ?", (access_hash,))
+    rows = await db.query(
+        "SELECT s.*, r.municipality_code FROM sessions s JOIN residents r USING (resident_id)"
+        " WHERE s.access_hash = ?", (access_hash,))
     return rows[0] if rows else None
 
 
