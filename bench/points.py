@@ -4,7 +4,8 @@ Measured in the same run, on the same machine, in interleaved rounds (best of ea
   (a) a naive loop, one aiosqlite transaction per transfer (the same rows written), 50 tasks;
   (b) a bare grpc.aio unary echo on uvloop (bench.harness.EchoServer), 50 clients;
 and the ledger's own group-committing writer in-process (no network), to show what the write path
-can take apart from the RPC stack. `python -m bench.points` prints the rows.
+can take apart from the RPC stack, and a machine WhoAmI on the same server (interceptors, mTLS, no
+storage) as the floor any RPC of this server stands on. `python -m bench.points` prints the rows.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import grpc
 import uvloop
+from onestop.auth.v1 import auth_pb2, auth_pb2_grpc
 from onestop.points.v1 import points_pb2 as pb
 from onestop.points.v1 import points_pb2_grpc
 
@@ -131,6 +133,7 @@ async def measure() -> list[Row]:
                         grpc.aio.secure_channel(server.target(machine=True), credentials) as channel:
                     call = unary_echo(echo_channel)
                     stub = points_pb2_grpc.PointsServiceStub(channel)
+                    auth = auth_pb2_grpc.AuthServiceStub(channel)
                     counter = iter(range(10**9))
 
                     async def grant(i: int) -> None:
@@ -141,6 +144,8 @@ async def measure() -> list[Row]:
                     for _ in range(ROUNDS):
                         keep("echo", await drive(lambda i: call(b"x" * 32), concurrency=CONCURRENCY, seconds=SECONDS))
                         keep("grpc", await drive(grant, concurrency=CONCURRENCY, seconds=SECONDS))
+                        keep("floor", await drive(lambda i: auth.WhoAmI(auth_pb2.WhoAmIRequest()),
+                                                  concurrency=CONCURRENCY, seconds=SECONDS))
                         keep("naive", await drive(naive.transfer, concurrency=CONCURRENCY, seconds=SECONDS))
                         keep("writer", await drive(in_process.transfer, concurrency=CONCURRENCY, seconds=SECONDS))
                         assert time.perf_counter() - started < 120
@@ -157,6 +162,9 @@ async def measure() -> list[Row]:
             goal=0.6, note=note),
         Row("points transfers over gRPC (GrantPoints, 50 clients)", rate, "transfers/s",
             "naive 1 tx/transfer (aiosqlite)", naive_rate, note="same run"),
+        Row("points transfers over gRPC (GrantPoints, 50 clients)", rate, "transfers/s",
+            "machine WhoAmI, same server (no storage)", best["floor"].per_second,
+            note="what the ledger costs over the RPC stack's own floor"),
         Row("points batch writer in-process (group commit)", best["writer"].per_second, "transfers/s",
             "naive 1 tx/transfer (aiosqlite)", naive_rate,
             note=f"mean batch {writer.jobs / max(writer.batches, 1):.1f} transfers"),
