@@ -5,7 +5,6 @@ from __future__ import annotations
 from onestop.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from server import authz, context
-from server.auth import store
 from server.auth.signin import Authenticator, IssuedSession
 from server.auth.trust import TrustStore
 from server.authz import ANYONE, RESIDENT, Machine, Resident, machine
