@@ -124,7 +124,9 @@ def _random_cn() -> str:
 
 # --- secrets (PIN, password) -----------------------------------------------------------------
 
-_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# The private keys sit unencrypted in the same file (a development card), so a costly hash would
+# protect nothing and only slow every signature; a real card checks its PIN in hardware.
+_SCRYPT = {"n": 2**10, "r": 8, "p": 1}
 
 
 def _hash_secret(secret: str) -> dict[str, Any]:
