@@ -69,6 +69,12 @@ class DeliveryHub:
         self._starting = asyncio.Lock()
         self._last_seq = 0
 
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
     def poke(self) -> None:
         """Something was written here: look now (no-op when nobody listens)."""
         self._poke.set()

@@ -91,6 +91,13 @@ class Scheduler:
         if enabled(self._p.clock) and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="notification-scheduler")
 
+    async def stop(self) -> None:
+        """Stop between ticks (a fan-out cut short is finished by the next tick of any process)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
     async def _loop(self) -> None:
         while getattr(self._p.db, "_writer", None) is not None:
             try:

@@ -72,6 +72,7 @@ async def prepare(platform: Platform) -> None:
     platform.services["notices"] = NoticeSink(platform.clock, on_delivered=hub.poke)
     scheduler = Scheduler(platform, on_delivered=hub.poke)
     platform.services["notification_scheduler"] = scheduler
+    platform.on_shutdown += [scheduler.stop, hub.stop]
     scheduler.start()
 
 

@@ -184,3 +184,9 @@ class BatchWriter:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    async def aclose(self) -> None:
+        """Let the batch in flight commit (its callers are owed an answer), then close."""
+        if self._drain is not None and not self._drain.done():
+            await asyncio.wait([self._drain], timeout=10)
+        self.close()
