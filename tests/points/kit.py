@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from onestop.auth.v1 import auth_pb2, auth_pb2_grpc
 from onestop.points.v1 import points_pb2 as pb
 from onestop.points.v1 import points_pb2_grpc
@@ -14,6 +12,7 @@ from onestop.points.v1 import points_pb2_grpc
 from server.crypto.machine import MachineIdentity
 from server.ids import new_id
 from server.testing import PIN, bearer, holder
+from tests.helpers import error_details, expect_error
 
 LG = "131016"      # 千代田区
 OTHER_LG = "131024"  # 中央区
@@ -23,32 +22,9 @@ def rid() -> str:
     return new_id("rq")
 
 
-def reason_of(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no status details on {error.code()}: {error.details()}"
-    reason, fields = "", []
-    for detail in status.details:
-        info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
-        if detail.Unpack(info):
-            assert info.domain == "onestop.jp"
-            reason = info.reason
-        elif detail.Unpack(bad):
-            fields = [v.field for v in bad.field_violations]
-    return reason, fields
-
-
-async def refused(call, code: grpc.StatusCode, reason: str | None = None, field: str | None = None):
-    try:
-        await call
-    except grpc.aio.AioRpcError as error:
-        assert error.code() == code, f"expected {code}, got {error.code()}: {error.details()}"
-        got, fields = reason_of(error)
-        if reason is not None:
-            assert got == reason, f"expected {reason}, got {got}: {error.details()}"
-        if field is not None:
-            assert field in fields, f"expected {field} in {fields}"
-        return error
-    raise AssertionError(f"expected {code} {reason}, but the call succeeded")
+# One way to assert a refusal across the suite (tests/helpers.py).
+reason_of = error_details
+refused = expect_error
 
 
 @dataclass
@@ -89,7 +65,6 @@ class Kit:
     async def resident(self, name: str = "山田 花子", lgcode: str = LG, *, mykey: bool = True) -> Holder:
         await self.p.add_municipality(OTHER_LG, "中央区")
         resident_id, card = await self.p.add_resident(holder(name), lgcode)
-        await spell_serial_as_sign_in_does(self.p, resident_id, card)
         person = Holder(resident_id, card, await self.p.sign_in(card))
         if mykey:
             reply = await self.anon.CreateMyKeyId(
@@ -122,16 +97,6 @@ class Kit:
         return await (shop or self.shop).AuthorizeRedemption(pb.AuthorizeRedemptionRequest(
             request_id=request_id or rid(), card=await self.present(person.card), municipality_code=lgcode,
             event_id=event_id, amount=amount))
-
-
-async def spell_serial_as_sign_in_does(platform, resident_id: str, card) -> None:
-    """server.testing.add_resident stores the serial as unpadded hex, sign-in looks it up as even-length
-    hex (VerifiedCard.serial_hex): 1 card in 16 would fail to sign in. Store the spelling sign-in uses."""
-    serial = format(card.auth_certificate.serial_number, "x")
-    padded = serial if len(serial) % 2 == 0 else "0" + serial
-    async with platform.db.write() as tx:
-        await tx.execute("UPDATE card_links SET auth_serial = ? WHERE resident_id = ? AND auth_serial = ?",
-                         (padded, resident_id, serial))
 
 
 async def ledger_sums(platform) -> tuple[int, int]:

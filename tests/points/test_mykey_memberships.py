@@ -5,9 +5,10 @@ from __future__ import annotations
 import grpc
 from onestop.points.v1 import points_pb2 as pb
 
+from server.crypto.jpki import serial_text
 from server.testing import holder, issue_card
 
-from .kit import Kit, refused, rid, spell_serial_as_sign_in_does
+from .kit import Kit, refused, rid
 
 
 async def test_register_and_look_up_membership(platform):
@@ -60,9 +61,8 @@ async def test_relink_to_renewed_card_keeps_id_points_and_memberships(platform):
         await tx.execute(
             "INSERT INTO card_links (link_id, resident_id, auth_issuer, auth_serial, sign_issuer, sign_serial,"
             " linked_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (rid(), hanako.resident_id, auth.issuer.rfc4514_string(), format(auth.serial_number, "x"),
-             sign.issuer.rfc4514_string(), format(sign.serial_number, "x"), 2))
-    await spell_serial_as_sign_in_does(platform, hanako.resident_id, renewed)
+            (rid(), hanako.resident_id, auth.issuer.rfc4514_string(), serial_text(auth.serial_number),
+             sign.issuer.rfc4514_string(), serial_text(sign.serial_number), 2))
     await refused(kit.shop.LookupMembership(pb.LookupMembershipRequest(card=await kit.present(hanako.card))),
                   grpc.StatusCode.FAILED_PRECONDITION, "CARD_NOT_LINKED")
     # The renewed card works at a terminal only once the MyKey ID is relinked to it.
