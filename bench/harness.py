@@ -23,11 +23,23 @@ from server.procs import REPO, free_port
 ECHO_SERVER = Path(__file__).with_name("echo_server.py")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass(frozen=True)
 class Throughput:
     calls: int
     seconds: float
     latencies_ms: list[float]
+    server_cpu: float = float("nan")  # CPU seconds the serving process spent on these calls
+
+    @property
+    def server_cpu_us_per_call(self) -> float:
+        """Server CPU per call: unlike wall-clock throughput, hardly moved by other load on the machine."""
+        return self.server_cpu / self.calls * 1e6 if self.calls else float("nan")
 
     @property
     def per_second(self) -> float:
@@ -64,6 +76,26 @@ async def drive(call: Callable[[int], Awaitable[object]], *, concurrency: int = 
     return Throughput(len(latencies), time.perf_counter() - began, latencies)
 
 
+async def interleaved(calls: dict[str, Callable[[int], Awaitable[object]]], *, pids: dict[str, int] | None = None,
+                      rounds: int = 4, seconds: float = 1.0, concurrency: int = 50) -> dict[str, Throughput]:
+    """Measure several subjects in alternating short rounds, so that noise from a shared machine
+    falls on all of them alike; returns each subject's totals over its rounds (with the serving
+    process's CPU time where its pid is given)."""
+    totals: dict[str, list[Throughput]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            pid = (pids or {}).get(name)
+            before = cpu_seconds(pid) if pid else float("nan")
+            run = await drive(call, concurrency=concurrency, seconds=seconds, warmup=0.2)
+            used = cpu_seconds(pid) - before if pid else float("nan")
+            totals[name].append(Throughput(run.calls, run.seconds, run.latencies_ms, used))
+    return {
+        name: Throughput(sum(t.calls for t in runs), sum(t.seconds for t in runs),
+                         [x for t in runs for x in t.latencies_ms], sum(t.server_cpu for t in runs))
+        for name, runs in totals.items()
+    }
+
+
 class EchoServer:
     """A bare grpc.aio server on uvloop with the same TLS as ours: unary echo and bidi echo."""
 
@@ -71,6 +103,11 @@ class EchoServer:
         self.port = free_port()
         self._pki = pki_dir
         self._process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
 
     def __enter__(self) -> "EchoServer":
         env = {**os.environ, "PYTHONPATH": f"{REPO / 'gen'}:{REPO}"}
