@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path

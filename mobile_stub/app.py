@@ -214,7 +214,7 @@ class MobileApp:
         """Read the 補正 reasons, let `fix(form, reasons)` return the corrected form, save, re-sign, resubmit."""
         application = await self.get(application_id)
         reasons = application.get("corrections", [])
-        self.say(f"correction requested: " + "; ".join(
+        self.say("correction requested: " + "; ".join(
             f"{r.get('fieldPath') or r.get('attachmentSlot')}: {r.get('reason')}" for r in reasons))
         form = fix(json.loads(application["formJson"] or "{}"), reasons)
         updated = await self.update(application_id, int(application["version"]), form)

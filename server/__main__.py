@@ -29,7 +29,7 @@ def _banner(settings: Settings, port: int, gateway: bool, notes: list[str]) -> s
     lines += [
         "",
         "Try it:",
-        f"  make demo                                   # the whole story against this platform",
+        "  make demo                                   # the whole story against this platform",
         f"  .venv/bin/python -m clients.pki card show {pki / 'cards' / 'yamada-hanako.json'}",
         f"  .venv/bin/python -m mobile_stub --base-url http://{settings.http_host}:{settings.http_port} "
         f"--card {pki / 'cards' / 'yamada-hanako.json'}   # sign in from a scripted phone (PIN 1234)",

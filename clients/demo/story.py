@@ -43,7 +43,7 @@ from PIL import ExifTags, Image
 
 from clients.demo.platform import Endpoints
 from clients.kiosk import Kiosk, Printer
-from clients.partner.connect import describe
+from clients.connect import describe
 from clients.pki import DevPki, MachineIdentity, SoftwareCard
 from clients.shop.__main__ import Terminal
 from clients.staff.__main__ import Staff

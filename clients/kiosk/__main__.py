@@ -8,7 +8,6 @@ Example (development PKI under var/pki, a card file made with `python -m clients
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -25,16 +24,12 @@ TYPES = {name.removeprefix("CERTIFICATE_TYPE_").lower(): value
 
 
 def _credentials(pki_dir: Path, kiosk_id: str, operator: str, kind: str, lg: str | None) -> grpc.ChannelCredentials:
-    from datetime import datetime, timezone
 
-    from clients.pki import DevPki
+    from clients.connect import machine_credentials
     from server.crypto.machine import MachineIdentity
 
     attributes = {"operator": operator, "kind": kind, **({"lg": lg} if lg else {})}
-    pki = DevPki.ensure(pki_dir, now=datetime.now(timezone.utc))
-    cert, key = pki.machine(MachineIdentity("kiosk", kiosk_id, attributes))
-    return grpc.ssl_channel_credentials(root_certificates=pki.ca_path.read_bytes(),
-                                        private_key=key.read_bytes(), certificate_chain=cert.read_bytes())
+    return machine_credentials(pki_dir, MachineIdentity("kiosk", kiosk_id, attributes))
 
 
 @click.group()

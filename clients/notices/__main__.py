@@ -26,12 +26,10 @@ import click
 import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from onestop.notification.v1 import notification_pb2 as pb
 from onestop.notification.v1 import notification_pb2_grpc as pb_grpc
 
-from clients.pki import DevPki
+from clients.connect import describe, machine_channel
 from server.crypto.machine import MachineIdentity
 from server.ids import new_id
 
@@ -40,26 +38,11 @@ PROGRAMS = {"child_allowance": pb.BENEFIT_PROGRAM_CHILD_ALLOWANCE,
             "nursery": pb.BENEFIT_PROGRAM_NURSERY}
 
 
-def _describe(error: grpc.RpcError) -> str:
-    text = f"{error.code().name}: {error.details()}"
-    status = rpc_status.from_call(error)
-    if status is not None:
-        for detail in status.details:
-            info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
-            if detail.Unpack(info):
-                text += f" [reason {info.reason}]"
-            elif detail.Unpack(bad):
-                text += "".join(f"\n  {v.field}: {v.description}" for v in bad.field_violations)
-    return text
 
 
 class Officer:
     def __init__(self, target: str, pki_dir: Path, lgcode: str, timeout: float) -> None:
-        pki = DevPki.ensure(pki_dir, now=datetime.now(timezone.utc))
-        cert, key = pki.machine(MachineIdentity("municipality", lgcode, {}))
-        credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca_path.read_bytes(),
-                                                   private_key=key.read_bytes(), certificate_chain=cert.read_bytes())
-        self.channel = grpc.secure_channel(target, credentials)
+        self.channel = machine_channel(target, pki_dir, MachineIdentity("municipality", lgcode, {}))
         self.stub = pb_grpc.NotificationServiceStub(self.channel)
         self.lgcode = lgcode
         self.timeout = timeout
@@ -68,7 +51,7 @@ class Officer:
         try:
             reply = getattr(self.stub, method)(request, timeout=self.timeout)
         except grpc.RpcError as error:
-            raise click.ClickException(_describe(error)) from None
+            raise click.ClickException(describe(error)) from None
         click.echo(json.dumps(MessageToDict(reply, preserving_proto_field_name=True), ensure_ascii=False))
         return reply
 

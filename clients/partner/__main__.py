@@ -19,7 +19,7 @@ import grpc
 from onestop.points.v1 import points_pb2 as pb
 from onestop.points.v1 import points_pb2_grpc
 
-from clients.partner.connect import describe, machine_channel
+from clients.connect import describe, machine_channel
 from server.crypto.machine import MachineIdentity
 from server.ids import new_id
 

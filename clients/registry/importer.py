@@ -17,7 +17,6 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import grpc
@@ -25,7 +24,8 @@ from grpc import aio
 from onestop.registry.v1 import registry_pb2 as pb
 from onestop.registry.v1 import registry_pb2_grpc
 
-from clients.pki import DevPki, MachineIdentity
+from clients.connect import machine_credentials
+from clients.pki import MachineIdentity
 
 FIELDS = ("resident_id", "household_id", "household_head", "name", "name_kana", "birth_date", "sex", "address",
           "relationship", "honseki_code", "moved_in_on")
@@ -94,11 +94,7 @@ def _batches(rows: list[pb.ImportRow], size: int) -> Iterator[list[pb.ImportRow]
 
 def municipality_channel(target: str, pki_dir: Path, lgcode: str) -> aio.Channel:
     """A TLS channel presenting the municipality's client certificate from the development PKI."""
-    pki = DevPki.ensure(pki_dir, now=datetime.now(timezone.utc))
-    cert, key = pki.machine(MachineIdentity("municipality", lgcode, {}))
-    credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca_path.read_bytes(),
-                                               private_key=key.read_bytes(), certificate_chain=cert.read_bytes())
-    return aio.secure_channel(target, credentials)
+    return aio.secure_channel(target, machine_credentials(pki_dir, MachineIdentity("municipality", lgcode, {})))
 
 
 async def _send(stub, request_id: str, lgcode: str, batch: list[pb.ImportRow], attempts: int = 3):

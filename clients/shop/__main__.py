@@ -21,7 +21,7 @@ from onestop.auth.v1 import auth_pb2, auth_pb2_grpc
 from onestop.points.v1 import points_pb2 as pb
 from onestop.points.v1 import points_pb2_grpc
 
-from clients.partner.connect import describe, machine_channel
+from clients.connect import describe, machine_channel
 from clients.pki import SoftwareCard
 from server.crypto.machine import MachineIdentity
 from server.ids import new_id

@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 
 import click
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from onestop.application.v1 import application_pb2 as pb
 from onestop.application.v1 import application_pb2_grpc as pb_grpc
 
-from clients.pki import DevPki
+from clients.connect import describe, machine_channel
 from server.crypto.machine import MachineIdentity
 from server.ids import new_id
 
@@ -48,11 +46,7 @@ class Staff:
     """A connected officer: the stub and the municipality it acts for."""
 
     def __init__(self, target: str, pki_dir: Path, lgcode: str, timeout: float) -> None:
-        pki = DevPki.ensure(pki_dir, now=datetime.now(timezone.utc))
-        cert, key = pki.machine(MachineIdentity("municipality", lgcode, {}))
-        credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca_path.read_bytes(),
-                                                   private_key=key.read_bytes(), certificate_chain=cert.read_bytes())
-        self.channel = grpc.secure_channel(target, credentials)
+        self.channel = machine_channel(target, pki_dir, MachineIdentity("municipality", lgcode, {}))
         self.stub = pb_grpc.ApplicationServiceStub(self.channel)
         self.lgcode = lgcode
         self.timeout = timeout
@@ -61,20 +55,9 @@ class Staff:
         try:
             return getattr(self.stub, method)(request, timeout=self.timeout)
         except grpc.RpcError as error:
-            raise click.ClickException(_describe(error)) from None
+            raise click.ClickException(describe(error)) from None
 
 
-def _describe(error: grpc.RpcError) -> str:
-    text = f"{error.code().name}: {error.details()}"
-    status = rpc_status.from_call(error)
-    if status is not None:
-        for detail in status.details:
-            info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
-            if detail.Unpack(info):
-                text += f" [reason {info.reason}]"
-            elif detail.Unpack(bad):
-                text += "".join(f"\n  {v.field}: {v.description}" for v in bad.field_violations)
-    return text
 
 
 def _summary(application: pb.Application) -> dict:
@@ -205,7 +188,7 @@ def download(ctx: click.Context, application_id: str, attachment_id: str, output
                     size += len(message.chunk)
     except grpc.RpcError as error:
         partial.unlink(missing_ok=True)
-        raise click.ClickException(_describe(error)) from None
+        raise click.ClickException(describe(error)) from None
     if meta is None or digest.hexdigest() != meta.sha256 or size != meta.size:
         partial.unlink(missing_ok=True)
         raise click.ClickException("the download was incomplete or does not match its sha256")

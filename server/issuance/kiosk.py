@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import secrets
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 from onestop.issuance.v1 import issuance_pb2 as pb
 
 from server.authz import Machine
-from server.clock import JST, from_epoch_ms, to_epoch_ms
+from server.clock import JST, to_epoch_ms
 from server.convert import ts, ts_ms
 from server.db import Tx
 from server.errors import DomainError, FailedPrecondition, FieldViolation, InvalidArgument

@@ -11,7 +11,7 @@ from server import authz, context, pagination
 from server.authz import ANYONE, RESIDENT, Machine, machine
 from server.clock import to_epoch_ms
 from server.convert import ts_ms
-from server.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
+from server.errors import FieldViolation, InvalidArgument, NotFound
 from server.idempotency import run_once
 from server.issuance import kiosk as kiosk_rules
 from server.issuance import rules, store

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
-from pathlib import Path
 
-from grpc import aio
 from onestop.issuance.v1 import issuance_pb2 as pb
 from onestop.issuance.v1 import issuance_pb2_grpc
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from onestop.issuance.v1 import issuance_pb2 as pb
 
-from clients.kiosk import Printer
 from server.testing import holder
 from tests.issuance.kit import add_resident, CHIYODA, kiosk, money, order, pdf_text, staff, stub
 

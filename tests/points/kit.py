@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import grpc
 from onestop.auth.v1 import auth_pb2, auth_pb2_grpc
 from onestop.points.v1 import points_pb2 as pb
 from onestop.points.v1 import points_pb2_grpc
@@ -108,7 +107,7 @@ async def ledger_sums(platform) -> tuple[int, int]:
     return total, bad
 
 
-def fresh_ledger(path) -> "sqlite3.Connection":
+def fresh_ledger(path):
     """A real SQLite file with the core, registry and points schema, opened as the batch writer does."""
     import sqlite3
 

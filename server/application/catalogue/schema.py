@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 FIELD_TYPES = ("text", "kana", "integer", "boolean", "date", "time", "choice", "group", "multi_choice")

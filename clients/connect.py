@@ -1,4 +1,5 @@
-"""mTLS channel and refusal text shared by the points CLIs (clients.partner, clients.shop)."""
+"""What every machine-principal CLI needs: mTLS credentials from the development PKI, and a
+refusal turned into readable text (code, ErrorInfo reason, the fields at fault)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from server.crypto.machine import MachineIdentity
 
 
 def describe(error: grpc.RpcError) -> str:
+    """`CODE: message [reason R]` and one line per field violation."""
     text = f"{error.code().name}: {error.details()}"
     status = rpc_status.from_call(error)
     for detail in status.details if status is not None else ():
@@ -25,9 +27,14 @@ def describe(error: grpc.RpcError) -> str:
     return text
 
 
-def machine_channel(target: str, pki_dir: Path, identity: MachineIdentity) -> grpc.Channel:
+def machine_credentials(pki_dir: Path, identity: MachineIdentity) -> grpc.ChannelCredentials:
+    """Client-certificate credentials for `identity` (issued on first use) trusting the platform CA."""
     pki = DevPki.ensure(pki_dir, now=datetime.now(timezone.utc))
     cert, key = pki.machine(identity)
-    credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca_path.read_bytes(),
-                                               private_key=key.read_bytes(), certificate_chain=cert.read_bytes())
-    return grpc.secure_channel(target, credentials)
+    return grpc.ssl_channel_credentials(root_certificates=pki.ca_path.read_bytes(),
+                                        private_key=key.read_bytes(), certificate_chain=cert.read_bytes())
+
+
+def machine_channel(target: str, pki_dir: Path, identity: MachineIdentity) -> grpc.Channel:
+    """A blocking channel to the mTLS listener as `identity`."""
+    return grpc.secure_channel(target, machine_credentials(pki_dir, identity))
