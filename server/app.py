@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.db import AREAS, Database
-from server.interceptors import Pipeline
+from server.interceptors import Pipeline, WrappingRegistrar
 from server.platform import Platform
 
 log = logging.getLogger("onestop.server")
@@ -96,7 +96,6 @@ async def start(settings: Settings, *, clock: Clock | None = None, port: int | N
             raise Unauthenticated("TOKEN_INVALID", "sign-in is not available")
     limit = settings.max_message_bytes
     server = aio.server(
-        interceptors=[Pipeline(resolver)],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -104,8 +103,9 @@ async def start(settings: Settings, *, clock: Clock | None = None, port: int | N
         ],
     )
     names = [reflection.SERVICE_NAME, health.SERVICE_NAME]
+    registrar = WrappingRegistrar(server, Pipeline(resolver))
     for module in modules:
-        names += module.add_to_server(server, platform)
+        names += module.add_to_server(registrar, platform)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(names, server)

@@ -99,7 +99,7 @@ class Loop:
     async def _channels(self):
         p = self.platform
         _, card = await p.add_resident(holder())
-        token = await p.sign_in(card)
+        token = self.token = await p.sign_in(card)
         return {
             "anonymous": (p.channel(), ()),
             "resident": (p.channel(), (("authorization", f"Bearer {token}"),)),
