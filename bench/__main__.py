@@ -51,7 +51,9 @@ def main(selected: list[str]) -> int:
     print(table)
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for path in (RESULTS / "latest.md", RESULTS / f"{stamp}.md"):
+    # latest.md is the last complete run; a run of some modules only gets its timestamped file.
+    paths = [RESULTS / f"{stamp}{'' if not selected else '-partial'}.md"] + ([] if selected else [RESULTS / "latest.md"])
+    for path in paths:
         path.write_text(f"# make bench, {stamp}\n\n{table}\n", "utf-8")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
