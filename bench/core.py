@@ -82,7 +82,7 @@ async def measure() -> list[Row]:
         Row("sign-in (challenge + SignIn)", sign.per_second, "sign-ins/s", "unary echo", echo_rate, goal=0.35,
             note=f"p50 {sign.median_ms:.1f} ms; client signs with RSA-2048 in the same harness"),
         Row("sign-in, server CPU per sign-in", sign.server_cpu_us_per_call, "µs", "unary echo", echo_cpu,
-            goal=0.35, higher_is_better=False, note="2 RPCs, 3 commits, certificate + signature checks"),
+            goal=0.35, higher_is_better=False, note="2 RPCs, 2 commits, certificate + signature checks"),
     ]
 
 
