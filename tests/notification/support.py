@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from datetime import date
 
-import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from onestop.notification.v1 import notification_pb2 as pb
 from onestop.notification.v1 import notification_pb2_grpc as pb_grpc
 
 from server.clock import to_epoch_ms
 from server.ids import new_id
 from server.testing import bearer, holder, issue_card
+from tests.helpers import error_details, expect_error
 
 LG = "131016"
 OTHER_LG = "141003"
@@ -52,31 +50,9 @@ def public(platform) -> pb_grpc.NotificationServiceStub:
     return pb_grpc.NotificationServiceStub(platform.channel())
 
 
-def details(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no status details on {error.code()}: {error.details()}"
-    reason, fields = "", []
-    for detail in status.details:
-        info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
-        if detail.Unpack(info):
-            reason = info.reason
-        elif detail.Unpack(bad):
-            fields = [v.field for v in bad.field_violations]
-    return reason, fields
-
-
-async def refused(call, code: grpc.StatusCode, reason: str | None = None, field: str | None = None):
-    try:
-        await call
-    except grpc.aio.AioRpcError as error:
-        assert error.code() == code, (error.code(), error.details())
-        got_reason, fields = details(error)
-        if reason is not None:
-            assert got_reason == reason, (got_reason, error.details())
-        if field is not None:
-            assert field in fields, fields
-        return error
-    raise AssertionError(f"expected {code} {reason}, but the call succeeded")
+# One way to assert a refusal across the suite (tests/helpers.py).
+details = error_details
+refused = expect_error
 
 
 def everyone(**kw) -> pb.Audience:
