@@ -16,23 +16,27 @@ from server.clock import SystemClock
 from server.config import Settings
 
 
-def _banner(settings: Settings, port: int, gateway: bool, notes: list[str]) -> str:
+def _banner(settings: Settings, port: int, mtls_port: int, gateway: bool, notes: list[str]) -> str:
     pki = settings.pki_dir
     lines = [
         "",
-        "onestop platform is up (development PKI, SQLite at %s)" % settings.db_path,
-        f"  gRPC (TLS)  {settings.grpc_host}:{port}   platform CA: {pki / 'ca.pem'}",
+        f"onestop platform is up (development PKI, SQLite at {settings.db_path})",
+        f"  gRPC (TLS)  {settings.grpc_host}:{port}   residents and anonymous callers; platform CA: {pki / 'ca.pem'}",
+        f"  gRPC (mTLS) {settings.grpc_host}:{mtls_port}   machine principals (client certificates from {pki})",
     ]
     if gateway:
         lines.append(f"  gateway     http://{settings.http_host}:{settings.http_port}   (OpenAPI: /openapi.json)")
     lines += [f"  {note}" for note in notes]
     lines += [
         "",
-        "Try it:",
-        "  make demo                                   # the whole story against this platform",
-        f"  .venv/bin/python -m clients.pki card show {pki / 'cards' / 'yamada-hanako.json'}",
+        "Try it (from another shell, in this folder):",
+        f"  PYTHONPATH=gen:. .venv/bin/python -m clients.signin --card {pki / 'cards' / 'yamada-hanako.json'} --pin 1234",
         f"  .venv/bin/python -m mobile_stub --base-url http://{settings.http_host}:{settings.http_port} "
-        f"--card {pki / 'cards' / 'yamada-hanako.json'}   # sign in from a scripted phone (PIN 1234)",
+        f"--card {pki / 'cards' / 'yamada-hanako.json'}   # a phone applies for 児童手当",
+        f"  PYTHONPATH=gen:. .venv/bin/python -m clients.staff --target {settings.grpc_host}:{mtls_port} "
+        f"--pki {pki} --lg 131016 queue   # the officer's queue",
+        f"  PYTHONPATH=gen:. .venv/bin/python -m clients.demo --target {settings.grpc_host}:{port} "
+        f"--gateway http://{settings.http_host}:{settings.http_port} --data-dir {settings.data_dir}   # the whole story",
         "Stop with Ctrl-C (in-flight calls finish first).",
         "",
     ]
@@ -52,7 +56,7 @@ async def _run(settings: Settings, with_gateway: bool) -> None:
     if with_gateway and importlib.util.find_spec("gateway.__main__"):
         env = {**os.environ, "ONESTOP_GRPC_PORT": str(running.port)}
         gateway = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", env=env)
-    print(_banner(settings, running.port, gateway is not None, notes), flush=True)
+    print(_banner(settings, running.port, running.mtls_port, gateway is not None, notes), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -70,8 +70,11 @@ async function main() {
   const credentials = grpc.credentials.createSsl(readFileSync(args.ca));
   const auth = load("onestop/auth/v1/auth.proto", "onestop.auth.v1");
   const notification = load("onestop/notification/v1/notification.proto", "onestop.notification.v1");
-  const authClient = new auth.AuthService(args.target, credentials);
-  const noticeClient = new notification.NotificationService(args.target, credentials);
+  // The development server certificate names localhost (and 127.0.0.1); checking against the name
+  // keeps Node from sending an IP address as the TLS server name.
+  const options = { "grpc.ssl_target_name_override": "localhost" };
+  const authClient = new auth.AuthService(args.target, credentials, options);
+  const noticeClient = new notification.NotificationService(args.target, credentials, options);
 
   const { key, certificatePem } = unlockAuthKey(args.card, args.pin);
   const challenge = await call(authClient, "CreateChallenge", {});
