@@ -4,23 +4,18 @@ there, nothing is half-written, the ledger balances, and retries apply each requ
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from onestop.points.v1 import points_pb2 as pb
 from onestop.points.v1 import points_pb2_grpc
 
 from server.crypto.machine import MachineIdentity
+from server.procs import spawn_server
 from server.testing import client_credentials, make_pki, run_platform
 
 from .kit import LG, Kit
@@ -29,35 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 40
 KILL_AFTER_ACKS = 300
 MAX_REQUESTS = 5000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def spawn(data_dir: Path, port: int, mtls_port: int) -> subprocess.Popen:
-    env = {**os.environ, "ONESTOP_DATA_DIR": str(data_dir), "ONESTOP_GRPC_PORT": str(port),
-           "ONESTOP_GRPC_MTLS_PORT": str(mtls_port), "ONESTOP_GRPC_HOST": "127.0.0.1",
-           "ONESTOP_LOG_LEVEL": "WARNING", "PYTHONPATH": f"{ROOT / 'gen'}:{ROOT}"}
-    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "points" / "serve_points.py")], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-async def wait_ready(channel: aio.Channel, process: subprocess.Popen, limit_s: float = 60) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read().decode()[-2000:]
-        try:
-            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.aio.AioRpcError:
-            pass
-        await asyncio.sleep(0.1)  # polling for a child process to listen, not waiting for time to pass
-    raise AssertionError("server did not start")
 
 
 def audit(db_path: Path) -> dict:
@@ -92,14 +58,11 @@ async def test_sigkill_during_transfers_loses_no_acknowledged_transfer(tmp_path,
     data_dir = tmp_path / "data"
     pki = make_pki(data_dir / "pki")
     creds = client_credentials(pki, MachineIdentity("municipality", LG, {}))
-    port, mtls_port = free_port(), free_port()
-
-    server = spawn(data_dir, port, mtls_port)
+    server = await spawn_server(data_dir)
     sent: list[pb.GrantPointsRequest] = []
     acked: dict[str, pb.GrantPointsResponse] = {}
     try:
-        async with aio.secure_channel(f"127.0.0.1:{mtls_port}", creds) as channel:
-            await wait_ready(channel, server)
+        async with aio.secure_channel(server.target(machine=True), creds) as channel:
             stub = points_pb2_grpc.PointsServiceStub(channel)
             killed = asyncio.Event()
 
@@ -116,14 +79,13 @@ async def test_sigkill_during_transfers_loses_no_acknowledged_transfer(tmp_path,
                         return
                     if len(acked) >= KILL_AFTER_ACKS and not killed.is_set():
                         killed.set()
-                        server.send_signal(signal.SIGKILL)
+                        server.process.send_signal(signal.SIGKILL)
 
             await asyncio.wait_for(asyncio.gather(*(worker(w) for w in range(WORKERS))), timeout=120)
-        assert server.wait(timeout=30) == -signal.SIGKILL
+        assert server.process.wait(timeout=30) == -signal.SIGKILL
     finally:
-        if server.poll() is None:
+        if server.process.poll() is None:
             server.kill()
-            server.wait(timeout=30)
 
     assert len(acked) >= KILL_AFTER_ACKS
     after_crash = audit(data_dir / "onestop.db")
@@ -138,10 +100,9 @@ async def test_sigkill_during_transfers_loses_no_acknowledged_transfer(tmp_path,
     assert after_crash["requests"] == len(stored)
 
     # Restart and retry everything: each request is applied exactly once; acked ones answer the same.
-    server = spawn(data_dir, port, mtls_port)
+    server = await spawn_server(data_dir)
     try:
-        async with aio.secure_channel(f"127.0.0.1:{mtls_port}", creds) as channel:
-            await wait_ready(channel, server)
+        async with aio.secure_channel(server.target(machine=True), creds) as channel:
             stub = points_pb2_grpc.PointsServiceStub(channel)
             replies = await asyncio.wait_for(asyncio.gather(*(stub.GrantPoints(r, timeout=30) for r in sent)),
                                              timeout=120)
@@ -149,8 +110,7 @@ async def test_sigkill_during_transfers_loses_no_acknowledged_transfer(tmp_path,
             if request.request_id in acked:
                 assert reply == acked[request.request_id]
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        assert server.terminate() == 0
     final = audit(data_dir / "onestop.db")
     assert final["total"] == 0 and final["negative"] == 0 and final["rebuilt_ok"] and final["lots_ok"]
     assert len(final["transfers"]) == len(sent)

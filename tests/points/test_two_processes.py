@@ -4,7 +4,6 @@ never overdraw, and a retry sent to the other process gets the first outcome."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import sqlite3
 from datetime import datetime, timezone
 
@@ -16,10 +15,11 @@ from onestop.points.v1 import points_pb2 as pb
 from onestop.points.v1 import points_pb2_grpc
 
 from server.crypto.machine import MachineIdentity
+from server.procs import spawn_server
 from server.testing import PIN, client_credentials, make_pki, run_platform
 
 from .kit import LG, Kit, reason_of, rid
-from .test_crash import audit, free_port, spawn, wait_ready
+from .test_crash import audit
 
 
 @pytest.mark.slow
@@ -32,12 +32,9 @@ async def test_two_processes_share_one_ledger_without_overdraw(tmp_path, pki_tem
     pki = make_pki(data_dir / "pki")
     pki.refresh_crl(now=datetime.now(timezone.utc))  # these servers run on the system clock
     credentials = client_credentials(pki, MachineIdentity("shop", "shop-1", {"lg": LG, "kind": "shop"}))
-    mtls_ports = [free_port(), free_port()]
-    servers = [spawn(data_dir, free_port(), mtls) for mtls in mtls_ports]
+    servers = list(await asyncio.gather(spawn_server(data_dir), spawn_server(data_dir)))
     try:
-        channels = [aio.secure_channel(f"127.0.0.1:{mtls}", credentials) for mtls in mtls_ports]
-        for channel, server in zip(channels, servers):
-            await wait_ready(channel, server)
+        channels = [aio.secure_channel(server.target(machine=True), credentials) for server in servers]
         shops = [points_pb2_grpc.PointsServiceStub(c) for c in channels]
         auth = auth_pb2_grpc.AuthServiceStub(channels[0])
         requests = []
@@ -69,9 +66,7 @@ async def test_two_processes_share_one_ledger_without_overdraw(tmp_path, pki_tem
             await channel.close()
     finally:
         for server in servers:
-            server.send_signal(signal.SIGTERM)
-        for server in servers:
-            server.wait(timeout=30)
+            server.terminate()
     final = audit(data_dir / "onestop.db")
     assert final["total"] == 0 and final["negative"] == 0 and final["rebuilt_ok"] and final["lots_ok"]
     conn = sqlite3.connect(data_dir / "onestop.db")
