@@ -36,9 +36,12 @@ def check_request_id(request_id: str) -> None:
         raise InvalidArgument.field("request_id", f"at most {MAX_REQUEST_ID} printable characters")
 
 
-async def _recall(tx: Tx, key: tuple[str, str, str], digest: bytes, response_type: type[M]) -> M | None:
+async def recall(tx: Tx, key: tuple[str, str, str], digest: bytes, response_type: type[M], *,
+                 table: str = "idempotency") -> M | None:
+    """The stored first outcome of (caller, method, request_id), if any; a stored refusal is raised
+    again. `table` names a table of the same shape (the points ledger keeps its own)."""
     row = await tx.one(
-        "SELECT request_digest, failed, outcome FROM idempotency WHERE caller=? AND method=? AND request_id=?", key
+        f"SELECT request_digest, failed, outcome FROM {table} WHERE caller=? AND method=? AND request_id=?", key
     )
     if row is None:
         return None
@@ -70,12 +73,12 @@ async def run_once(
     key = (caller or call.principal.caller_key, method or call.method, request_id)
     digest = _digest(request)
     async with db.read() as tx:
-        prior = await _recall(tx, key, digest, response_type)
+        prior = await recall(tx, key, digest, response_type)
     if prior is not None:
         return prior
     try:
         async with db.write() as tx:
-            prior = await _recall(tx, key, digest, response_type)
+            prior = await recall(tx, key, digest, response_type)
             if prior is not None:
                 return prior
             response = await work(tx)

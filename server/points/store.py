@@ -9,28 +9,15 @@ from __future__ import annotations
 import sqlite3
 
 from google.protobuf.message import Message
-from google.rpc import status_pb2
 
+from server import idempotency
 from server.db import Tx
-from server.errors import FailedPrecondition, InvalidArgument, NotFound, from_status
+from server.errors import FailedPrecondition, NotFound
 
 
 async def recall(tx: Tx, key: tuple[str, str, str], digest: bytes, response_type: type[Message]) -> Message | None:
-    """The stored first outcome of a request, if any (raises a stored refusal again)."""
-    row = await tx.one(
-        "SELECT request_digest, failed, outcome FROM points_requests WHERE caller=? AND method=? AND request_id=?", key
-    )
-    if row is None:
-        return None
-    if row["request_digest"] != digest:
-        raise InvalidArgument.field("request_id", "already used for a different request", reason="REQUEST_ID_REUSED")
-    if row["failed"]:
-        status = status_pb2.Status()
-        status.ParseFromString(row["outcome"])
-        raise from_status(status)
-    response = response_type()
-    response.ParseFromString(row["outcome"])
-    return response
+    """The stored first outcome of a points request (the shared recall, on the ledger's own table)."""
+    return await idempotency.recall(tx, key, digest, response_type, table="points_requests")
 
 
 async def mykey_of_resident(tx: Tx, resident_id: str) -> sqlite3.Row:
