@@ -1,21 +1,25 @@
 """Attachment files: type sniffing, metadata stripping, content-addressed storage beside the database.
 
-An upload is written to a temporary file under `<blob_dir>/tmp/` while it streams in; only a
-complete, checked, cleaned file is renamed to `<blob_dir>/<aa>/<bb>/<sha256>` (atomic on one file
-system). Whatever goes wrong before that, the temporary file is removed, so a cut-off upload leaves
-nothing behind.
+An upload is written to a temporary file under `<blob_dir>/tmp/` while it streams in. `clean()` then
+writes the cleaned file (metadata removed without re-encoding, see `scrub`) to a second temporary
+file, hashing and syncing it, before any database transaction starts; inside the transaction only
+`adopt()` renames it to `<blob_dir>/<aa>/<bb>/<sha256>` (atomic on one file system). Whatever goes
+wrong before that, the temporary files are removed, so a cut-off upload leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import mmap
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps
+
+from server.application import scrub
 
 try:  # HEIC (iPhone photos) only when the optional decoder is installed.
     from pillow_heif import register_heif_opener
@@ -45,15 +49,16 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-class ImageUnreadable(Exception):
+class ImageUnreadable(scrub.Unreadable):
     pass
 
 
 def clean_image(source: Path, content_type: str) -> tuple[bytes, str]:
     """Re-encode an image so that nothing but its pixels survives (no EXIF, GPS, XMP, ICC, text).
 
-    The EXIF orientation is applied to the pixels first, so the photo still shows upright. HEIC is
-    stored as JPEG. Returns (bytes, stored content type).
+    Used for HEIC, which is stored as JPEG (JPEG and PNG are cleaned losslessly by `scrub`). The
+    EXIF orientation is applied to the pixels first, so the photo still shows upright. Returns
+    (bytes, stored content type).
     """
     try:
         with Image.open(source) as image:
@@ -71,6 +76,40 @@ def clean_image(source: Path, content_type: str) -> tuple[bytes, str]:
             return out.getvalue(), JPEG
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
         raise ImageUnreadable(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class CleanFile:
+    """A cleaned upload in a temporary file, hashed and synced, not yet at its content address."""
+
+    path: Path
+    sha256: str
+    size: int
+    content_type: str
+
+
+def _scrubbed(source: Path, content_type: str) -> tuple[list[scrub.Piece], str, object]:
+    """(pieces of the cleaned file, stored content type, what to close afterwards)."""
+    if content_type == HEIC:
+        data, stored_type = clean_image(source, content_type)
+        return [data], stored_type, None
+    with open(source, "rb") as f:
+        if content_type == PDF:
+            return [scrub.scrub_pdf(f.read())], PDF, None
+        if os.fstat(f.fileno()).st_size == 0:
+            raise scrub.Unreadable("the file is empty")
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        pieces = scrub.scrub_jpeg(mapped) if content_type == JPEG else scrub.scrub_png(mapped)
+    except scrub.Unreadable as exc:
+        message = str(exc)
+    except Exception as exc:  # noqa: BLE001 - a parser slip on hostile input is a refusal, not an INTERNAL
+        message = f"the image does not parse ({type(exc).__name__})"
+    else:
+        return pieces, content_type, mapped
+    # Out of the except blocks: the traceback (and its views into the mapping) is gone.
+    mapped.close()
+    raise scrub.Unreadable(message)
 
 
 @dataclass(frozen=True)
@@ -92,6 +131,38 @@ class BlobStore:
 
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def clean(self, source: Path, content_type: str, dest: Path) -> CleanFile:
+        """Write `source` without its metadata to `dest` (a temp path), hashed and synced.
+
+        Blocking: run it in a thread. Raises scrub.Unreadable (ImageUnreadable for HEIC) for a file
+        that does not parse; `dest` may then exist and is the caller's to remove."""
+        pieces, stored_type, mapped = _scrubbed(source, content_type)
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            with open(dest, "wb") as out:
+                for piece in pieces:
+                    out.write(piece)
+                    digest.update(piece)
+                    size += len(piece)
+                out.flush()
+                os.fsync(out.fileno())
+        finally:
+            for piece in pieces:
+                if isinstance(piece, memoryview):
+                    piece.release()
+            del pieces
+            if mapped is not None:
+                mapped.close()
+        return CleanFile(dest, digest.hexdigest(), size, stored_type)
+
+    def adopt(self, clean: CleanFile) -> StoredBlob:
+        """Move a cleaned temporary file to its content address (a rename: cheap, atomic)."""
+        final = self.path_for(clean.sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(clean.path, final)
+        return StoredBlob(clean.sha256, clean.size, clean.content_type, final)
 
     def put_bytes(self, data: bytes, content_type: str) -> StoredBlob:
         """Write `data` to a temporary file and rename it to its content address."""

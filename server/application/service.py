@@ -16,7 +16,8 @@ from server import authz, context
 from server.application import applications as rules
 from server.application import store
 from server.application.applications import Applications
-from server.application.blobs import HEIC, HEIC_SUPPORTED, IMAGE_TYPES, BlobStore, ImageUnreadable, clean_image, sniff
+from server.application.blobs import HEIC, HEIC_SUPPORTED, PDF, BlobStore, CleanFile, sniff
+from server.application.scrub import Unreadable
 from server.application.catalogue import CONTENT_TYPES, Field, Notice, Procedure, Slot, matches
 from server.authz import ANYONE, RESIDENT, Machine, either, machine
 from server.clock import to_epoch_ms
@@ -372,10 +373,10 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
         async with self._p.db.read() as tx:
             await self._apps.check_upload(tx, principal, meta.application_id, meta.slot, declared, meta.declared_size)
         limit = self._p.settings.attachment_max_bytes
-        temp = self._blobs.temp_path()
+        temp, clean_path = self._blobs.temp_path(), self._blobs.temp_path()
         stored_sha: list[str] = []
         try:
-            received, head, raw_digest = 0, b"", hashlib.sha256()
+            received, head = 0, b""
             with open(temp, "wb") as out:
                 async for message in stream:
                     if message.WhichOneof("part") != "chunk":
@@ -391,7 +392,6 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
                     if len(head) < 16:
                         head += chunk[:16]
                     out.write(chunk)
-                    raw_digest.update(chunk)
             if received != meta.declared_size:
                 raise InvalidArgument.field("metadata.declared_size",
                                             f"declared {meta.declared_size} bytes, {received} arrived",
@@ -404,22 +404,23 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
             if sniffed == HEIC and not HEIC_SUPPORTED:
                 raise InvalidArgument.field("metadata.declared_content_type", "HEIC is not supported here; send "
                                             "JPEG", reason="CONTENT_TYPE_UNSUPPORTED")
-            cleaned: tuple[bytes, str] | None = None
-            if sniffed in IMAGE_TYPES:
-                try:
-                    cleaned = await asyncio.to_thread(clean_image, temp, sniffed)
-                except ImageUnreadable:
-                    raise InvalidArgument.field("chunk", "the image cannot be read", reason="IMAGE_UNREADABLE") from None
+            # Cleaned, hashed and synced before the write transaction: the writer is held only for
+            # the rows and a rename.
+            try:
+                clean: CleanFile = await _settled(asyncio.to_thread(self._blobs.clean, temp, sniffed, clean_path))
+            except Unreadable as exc:
+                if sniffed == PDF:
+                    raise InvalidArgument.field("chunk", f"the PDF cannot be read: {exc}",
+                                                reason="PDF_UNREADABLE") from None
+                raise InvalidArgument.field("chunk", f"the image cannot be read: {exc}",
+                                            reason="IMAGE_UNREADABLE") from None
 
             async def work(tx):
                 row, _ = await self._apps.check_upload(tx, principal, meta.application_id, meta.slot, declared,
-                                                       len(cleaned[0]) if cleaned else received)
+                                                       clean.size)
                 # Known before the file exists, so that a failure or cancellation from here on removes it.
-                stored_sha.append(hashlib.sha256(cleaned[0]).hexdigest() if cleaned else raw_digest.hexdigest())
-                if cleaned:
-                    blob = await _settled(asyncio.to_thread(self._blobs.put_bytes, cleaned[0], cleaned[1]))
-                else:
-                    blob = await _settled(asyncio.to_thread(self._blobs.put_file, temp, sniffed))
+                stored_sha.append(clean.sha256)
+                blob = self._blobs.adopt(clean)
                 attachment, fresh = await self._apps.add_attachment(
                     tx, principal, row, slot=meta.slot, content_type=blob.content_type, size=blob.size,
                     sha256=blob.sha256, filename=meta.filename)
@@ -435,6 +436,7 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
             raise
         finally:
             temp.unlink(missing_ok=True)
+            clean_path.unlink(missing_ok=True)
 
     async def _drop_orphan(self, sha256: str) -> None:
         """Remove a blob no attachment row refers to (a failed or cancelled upload's file)."""

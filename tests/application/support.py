@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 from dataclasses import dataclass
@@ -105,9 +106,41 @@ def jpeg_bytes(*, gps: bool = False, size=(64, 48), color=(200, 30, 30)) -> byte
     return out.getvalue()
 
 
-def pdf_bytes() -> bytes:
-    return (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n"
-            b"trailer<</Root 1 0 R>>\n%%EOF\n")
+PDF_AUTHOR = "YAMADA Hanako (author)"
+PDF_XMP = (b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+           b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
+           b'xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:creator><rdf:Seq><rdf:li>XMP-YAMADA-HANAKO</rdf:li>'
+           b'</rdf:Seq></dc:creator></rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>')
+PDF_CONTENT = b"0 0 1 rg 100 100 200 200 re f\n"
+
+
+@functools.cache
+def pdf_bytes(padding: int = 0, *, metadata: bool = False) -> bytes:
+    """A real one-page PDF (a blue square) whose content stream is `padding` bytes longer; with
+    `metadata`, an Info dictionary (author, creator, producer, dates) and XMP on the document and page."""
+    from pypdf import PdfWriter
+    from pypdf.generic import DecodedStreamObject, NameObject
+
+    writer = PdfWriter()
+    page = writer.add_blank_page(595, 842)
+    content = DecodedStreamObject()
+    content.set_data(PDF_CONTENT + (b"%" + b"x" * (padding - 2) + b"\n" if padding >= 2 else b""))
+    page[NameObject("/Contents")] = writer._add_object(content)
+    if metadata:
+        writer.add_metadata({"/Author": PDF_AUTHOR, "/Creator": "ScanApp-Creator 2.1",
+                             "/Producer": "PhoneScanner-Producer 3", "/Title": "保険証の写し (山田 花子)",
+                             "/CreationDate": "D:20261203100000+09'00'", "/ModDate": "D:20261203100500+09'00'"})
+        writer.xmp_metadata = PDF_XMP
+        page_xmp = DecodedStreamObject()
+        page_xmp.set_data(PDF_XMP.replace(b"XMP-YAMADA-HANAKO", b"PAGE-XMP-YAMADA"))
+        page_xmp[NameObject("/Type")] = NameObject("/Metadata")
+        page_xmp[NameObject("/Subtype")] = NameObject("/XML")
+        page[NameObject("/Metadata")] = writer._add_object(page_xmp)
+    else:
+        writer.metadata = None
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
 
 
 def upload_messages(application_id: str, data: bytes, *, slot: str = "health_insurance",

@@ -10,9 +10,11 @@ import grpc
 import pytest
 from onestop.application.v1 import application_pb2 as pb
 from PIL import Image
+from pypdf import PdfReader, PdfWriter
 
 from server.ids import new_id
-from tests.application.support import jpeg_bytes, pdf_bytes, refused, upload_messages
+from tests.application.support import (PDF_AUTHOR, PDF_CONTENT, jpeg_bytes, pdf_bytes, refused,
+                                        upload_messages)
 
 MIB = 1024 * 1024
 
@@ -24,6 +26,10 @@ async def stored(platform) -> tuple[int, list[str]]:
     root = platform.settings.blob_dir
     files = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()] if root.exists() else []
     return rows, sorted(files)
+
+
+def blob_path(platform, attachment):
+    return platform.settings.blob_dir / attachment.sha256[:2] / attachment.sha256[2:4] / attachment.sha256
 
 
 async def test_photo_is_stored_without_exif_or_gps(platform, applicant):
@@ -96,9 +102,11 @@ async def test_declared_type_must_match_the_content(platform, applicant):
     code, reason, fields = await refused(applicant.upload(draft.application_id, jpeg_bytes(), slot="passport"))
     assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["metadata.slot"])
     assert await stored(platform) == (0, [])
-    # A real PDF declared as one is kept byte for byte.
+    # A real PDF declared as one is stored (rewritten without metadata: see the PDF tests below).
     reply = await applicant.upload(draft.application_id, pdf_bytes(), content_type="application/pdf")
-    assert reply.attachment.sha256 == hashlib.sha256(pdf_bytes()).hexdigest()
+    assert reply.attachment.content_type == "application/pdf"
+    with PdfReader(blob_path(platform, reply.attachment)) as stored_pdf:
+        assert stored_pdf.pages[0].get_contents().get_data() == PDF_CONTENT
 
 
 async def test_cut_off_upload_leaves_nothing(platform, applicant):
@@ -218,7 +226,7 @@ async def test_concurrent_uploads_never_exceed_the_application_total(tmp_path, p
     async with run_platform(tmp_path, pki_template=pki_template, application_max_bytes=limit) as platform:
         applicant = await make_applicant(platform)
         draft = await applicant.draft()
-        files = [pdf_bytes() + b"%" * (1200 + i) for i in range(5)]  # each fits, all five do not
+        files = [pdf_bytes(1200 + i) for i in range(5)]  # each fits, all five do not
         results = await asyncio.gather(*(applicant.upload(draft.application_id, data, slot="other",
                                                           content_type="application/pdf") for data in files),
                                        return_exceptions=True)
@@ -230,3 +238,76 @@ async def test_concurrent_uploads_never_exceed_the_application_total(tmp_path, p
             total = await tx.scalar("SELECT SUM(size) FROM application_attachments")
         assert total == sum(r.attachment.size for r in ok) <= limit
         assert len((await stored(platform))[1]) == len(ok)  # no orphan files from the refused ones
+
+
+async def test_pdf_is_stored_without_info_or_xmp(platform, applicant):
+    draft = await applicant.draft()
+    original = pdf_bytes(500, metadata=True)
+    with PdfReader(io.BytesIO(original)) as check:  # the test PDF really carries both kinds of metadata
+        assert check.metadata.author == PDF_AUTHOR and check.xmp_metadata is not None
+    reply = await applicant.upload(draft.application_id, original, content_type="application/pdf", slot="other",
+                                   filename="scan.pdf")
+    path = blob_path(platform, reply.attachment)
+    data = path.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == reply.attachment.sha256 and len(data) == reply.attachment.size
+    for personal in (b"YAMADA", b"ScanApp", b"PhoneScanner", b"20261203", b"xmpmeta", b"/Metadata", b"/Author",
+                     b"/Producer", b"/Creator", b"/Info"):
+        assert personal not in data, personal
+    with PdfReader(path) as stored_pdf:
+        assert not stored_pdf.metadata and stored_pdf.xmp_metadata is None
+        assert len(stored_pdf.pages) == 1
+        assert stored_pdf.pages[0].get_contents().get_data().startswith(PDF_CONTENT)
+        assert "/Metadata" not in stored_pdf.pages[0]
+    assert (await stored(platform))[0] == 1
+
+
+async def test_pdf_an_earlier_revision_does_not_survive(platform, applicant):
+    """An incremental update that blanks the author still carries the old Info in its first revision."""
+    first = pdf_bytes(metadata=True)
+    writer = PdfWriter(io.BytesIO(first), incremental=True)
+    writer.add_metadata({"/Author": "nobody"})
+    updated = io.BytesIO()
+    writer.write(updated)
+    assert b"YAMADA" in updated.getvalue()
+    draft = await applicant.draft()
+    reply = await applicant.upload(draft.application_id, updated.getvalue(), content_type="application/pdf",
+                                   slot="other")
+    data = blob_path(platform, reply.attachment).read_bytes()
+    assert b"YAMADA" not in data and b"nobody" not in data and b"xmpmeta" not in data
+
+
+@pytest.mark.parametrize("body", [
+    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n",  # no xref, no pages
+    b"%PDF-1.7\n" + b"\x00garbage" * 300,
+    "truncated",
+    "password",
+], ids=["no-pages", "garbage", "truncated", "password"])
+async def test_malformed_pdf_is_refused_and_nothing_stored(platform, applicant, body):
+    if body == "truncated":
+        body = pdf_bytes(metadata=True)[:300]
+    elif body == "password":
+        writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf_bytes())))
+        writer.encrypt(user_password="secret", owner_password="owner", algorithm="RC4-128")
+        out = io.BytesIO()
+        writer.write(out)
+        body = out.getvalue()
+    draft = await applicant.draft()
+    code, reason, fields = await refused(applicant.upload(draft.application_id, body, content_type="application/pdf",
+                                                          slot="other"))
+    assert (code, reason, fields) == (grpc.StatusCode.INVALID_ARGUMENT, "PDF_UNREADABLE", ["chunk"])
+    assert await stored(platform) == (0, [])
+    assert not any((platform.settings.blob_dir / "tmp").iterdir())
+    assert (await applicant.get(draft.application_id)).version == draft.version
+
+
+async def test_pdf_locked_only_against_editing_is_stored_open_and_clean(platform, applicant):
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf_bytes(metadata=True))))
+    writer.encrypt(user_password="", owner_password="owner", algorithm="RC4-128")
+    out = io.BytesIO()
+    writer.write(out)
+    draft = await applicant.draft()
+    reply = await applicant.upload(draft.application_id, out.getvalue(), content_type="application/pdf",
+                                   slot="other")
+    with PdfReader(blob_path(platform, reply.attachment)) as stored_pdf:
+        assert not stored_pdf.is_encrypted and not stored_pdf.metadata and stored_pdf.xmp_metadata is None
+        assert stored_pdf.pages[0].get_contents().get_data().startswith(PDF_CONTENT)

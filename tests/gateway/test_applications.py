@@ -179,6 +179,52 @@ async def test_a_pdf_declared_as_jpeg_is_415_and_nothing_is_stored(platform, gat
     assert await attachment_rows(platform) == 0
 
 
+async def test_a_photo_arrives_with_every_pixel_and_without_gps(platform, gateway, draft):
+    """Lossless: the stored photo decodes to exactly the pixels the phone sent, minus the metadata."""
+    import io
+
+    from PIL import Image
+
+    phone, application = draft
+    photo = jpeg_with_gps(320, 240, noise=True)
+    uploaded = await phone.attach_photo(application["applicationId"], "health_insurance", photo)
+    stored = [p for p in stored_files(platform) if p.name == uploaded["attachment"]["sha256"]]
+    assert len(stored) == 1 and uploaded["attachment"]["contentType"] == "image/jpeg"
+    data = stored[0].read_bytes()
+    assert gps_of(data) == {} and b"OnestopPhone" not in data and b"Exif" not in data
+    with Image.open(io.BytesIO(data)) as kept, Image.open(io.BytesIO(photo)) as sent:
+        assert kept.size == sent.size and kept.tobytes() == sent.tobytes()
+
+
+async def test_a_pdf_is_stored_without_its_metadata(platform, gateway, draft):
+    from pypdf import PdfReader
+
+    from tests.application.support import PDF_AUTHOR, pdf_bytes
+
+    phone, application = draft
+    uploaded = await phone.attach(application["applicationId"], "health_insurance", pdf_bytes(metadata=True),
+                                  filename="scan.pdf", content_type="application/pdf")
+    assert uploaded["attachment"]["contentType"] == "application/pdf"
+    stored = [p for p in stored_files(platform) if p.name == uploaded["attachment"]["sha256"]]
+    assert len(stored) == 1
+    assert b"YAMADA" not in stored[0].read_bytes() and b"xmpmeta" not in stored[0].read_bytes()
+    with PdfReader(stored[0]) as pdf:
+        assert not pdf.metadata and pdf.xmp_metadata is None and len(pdf.pages) == 1
+    assert PDF_AUTHOR.encode() not in stored[0].read_bytes()
+
+
+async def test_a_malformed_pdf_is_400_naming_the_field_and_nothing_is_stored(platform, gateway, draft):
+    phone, application = draft
+    with pytest.raises(GatewayCallError) as refused:
+        await phone.attach(application["applicationId"], "health_insurance", PDF, filename="scan.pdf",
+                           content_type="application/pdf")
+    assert refused.value.status_code == 400
+    assert refused.value.reason == "PDF_UNREADABLE"
+    assert refused.value.fields == ["chunk"]
+    assert stored_files(platform) == []
+    assert await attachment_rows(platform) == 0
+
+
 async def test_a_request_that_is_not_multipart_is_415(gateway, draft):
     phone, application = draft
     reply = await phone.client.post(f"/v1/applications/{application['applicationId']}/attachments",
