@@ -5,20 +5,23 @@ Every unit of work takes one explicit connection for its whole life: `async with
 own lock across processes) or `async with db.read() as tx` (a consistent snapshot). Nothing is
 shared through context variables. A process killed mid-write leaves the transaction uncommitted,
 so no partial rows survive: SQLite's WAL rolls it back on the next open.
+
+Statements run on the event loop's thread (see `_run`): measured, a trip to a database thread per
+statement, waiting there for the GIL, cost more than the statement and serialised the one writer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 
 log = logging.getLogger("onestop.db")
 
@@ -26,12 +29,14 @@ SERVER_DIR = Path(__file__).resolve().parent
 # Order matters: later areas reference the tables of earlier ones.
 AREAS = ("core", "registry", "auth", "application", "notification", "issuance", "points")
 
+# Statements on the event loop's thread never wait for a lock (busy_timeout=0, see `_run`); a
+# worker thread waits up to this long for another writer, as SQLite's own busy handler.
+BUSY_TIMEOUT_MS = 30_000
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA foreign_keys=ON",
     # NORMAL in WAL mode survives a process crash (SIGKILL); only an OS crash could lose the tail.
     "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=30000",
 )
 
 
@@ -67,35 +72,88 @@ def split_statements(script: str) -> list[str]:
     return statements
 
 
-class Tx:
-    """One connection inside one transaction. Rows come back as `sqlite3.Row`."""
+def _busy(error: sqlite3.OperationalError) -> bool:
+    message = str(error)
+    return "locked" in message or "busy" in message
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+
+def _waiting(conn: sqlite3.Connection, fn: Callable[..., Any], args: tuple) -> Any:
+    """Run `fn(*args)` on a worker thread, letting SQLite wait for another writer's lock."""
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    try:
+        return fn(*args)
+    finally:
+        conn.execute("PRAGMA busy_timeout=0")
+
+
+async def _off_loop(conn: sqlite3.Connection, fn: Callable[..., Any], *args: Any, wait: bool = False) -> Any:
+    """Run a statement on a worker thread. Cancellation waits for it to end (the connection is not
+    shared between threads while a statement runs on it), then cancels."""
+    call = functools.partial(_waiting, conn, fn, args) if wait else functools.partial(fn, *args)
+    future = asyncio.get_running_loop().run_in_executor(None, call)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        raise
+
+
+async def _run(conn: sqlite3.Connection, offload: bool, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a statement on the event loop's thread (an indexed statement takes microseconds, less than
+    a trip to another thread and back for the GIL), or on a worker thread when the transaction was
+    opened for bulk work. The connection never waits for a lock on the loop's thread
+    (busy_timeout=0): when another connection holds SQLite's lock, the statement is retried on a
+    worker thread, which waits up to BUSY_TIMEOUT_MS."""
+    if offload:
+        return await _off_loop(conn, fn, *args, wait=True)
+    try:
+        return fn(*args)
+    except sqlite3.OperationalError as error:
+        if not _busy(error):
+            raise
+    return await _off_loop(conn, fn, *args, wait=True)
+
+
+def _changes(conn: sqlite3.Connection, sql: str, params: Any) -> int:
+    return conn.execute(sql, params).rowcount
+
+
+def _lastrowid(conn: sqlite3.Connection, sql: str, params: Any) -> int:
+    return int(conn.execute(sql, params).lastrowid or 0)
+
+
+def _fetchall(conn: sqlite3.Connection, sql: str, params: Any) -> list[sqlite3.Row]:
+    return conn.execute(sql, params).fetchall()
+
+
+class Tx:
+    """One connection inside one transaction. Rows come back as `sqlite3.Row`.
+
+    `conn` is the plain `sqlite3.Connection`: synchronous code (the points ledger) may use it
+    directly inside the transaction, on the event loop's thread.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, offload: bool = False) -> None:
         self.conn = conn
+        self._offload = offload
 
     async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
         """Run a statement; returns the number of rows changed."""
-        cursor = await self.conn.execute(sql, params)
-        count = cursor.rowcount
-        await cursor.close()
-        return count
+        return await _run(self.conn, self._offload, _changes, self.conn, sql, params)
 
     async def insert(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
         """Run an INSERT; returns the new rowid."""
-        cursor = await self.conn.execute(sql, params)
-        rowid = cursor.lastrowid
-        await cursor.close()
-        return int(rowid or 0)
+        return await _run(self.conn, self._offload, _lastrowid, self.conn, sql, params)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        await self.conn.executemany(sql, rows)
+        await _run(self.conn, self._offload, self.conn.executemany, sql, list(rows))
 
     async def one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Row | None:
-        rows = await self.conn.execute_fetchall(sql, params)  # one trip to the connection's thread
+        rows = await _run(self.conn, self._offload, _fetchall, self.conn, sql, params)
         return rows[0] if rows else None
 
     async def all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        return list(await self.conn.execute_fetchall(sql, params))
+        return await _run(self.conn, self._offload, _fetchall, self.conn, sql, params)
 
     async def scalar(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
         row = await self.one(sql, params)
@@ -103,48 +161,56 @@ class Tx:
 
 
 class Database:
-    """The process's handle on the database file: one writer connection, N reader connections."""
+    """The process's handle on the database file: one writer connection, N reader connections.
+
+    All are plain sqlite3 connections used on the event loop's thread (see `_run`); the writer is
+    shared by the process's coroutines one transaction at a time (an asyncio lock), a reader by
+    one snapshot at a time (a pool).
+    """
 
     def __init__(self, path: Path, *, read_connections: int = 4) -> None:
         self.path = Path(path)
         self._read_connections = read_connections
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
-        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
-        self._all: list[aiosqlite.Connection] = []
+        self._readers: asyncio.Queue[sqlite3.Connection] = asyncio.Queue()
+        self._all: list[sqlite3.Connection] = []
         self._quick: sqlite3.Connection | None = None
 
-    async def _connect(self, *, readonly: bool) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None
+
+    def _connect(self, *, readonly: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # only while setting up
         for pragma in _PRAGMAS:
-            await conn.execute(pragma)
+            conn.execute(pragma)
         if readonly:
-            await conn.execute("PRAGMA query_only=ON")
+            conn.execute("PRAGMA query_only=ON")
+        conn.execute("PRAGMA busy_timeout=0")
         self._all.append(conn)
         return conn
 
     async def open(self, migrations: Sequence[Migration] | None = None) -> "Database":
         """Open the file (creating it), apply pending migrations, start the reader pool."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self._connect(readonly=False)
+        # Opening may wait for another process's lock (WAL recovery, journal mode): off the loop.
+        self._writer = await asyncio.to_thread(self._connect, readonly=False)
         await self.migrate(discover_migrations() if migrations is None else migrations)
         for _ in range(self._read_connections):
-            self._readers.put_nowait(await self._connect(readonly=True))
-        self._quick = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
-                                      check_same_thread=False)
-        self._quick.row_factory = sqlite3.Row
-        self._quick.execute("PRAGMA busy_timeout=0")
+            self._readers.put_nowait(self._connect(readonly=True))
+        self._quick = self._connect(readonly=True)
         return self
 
     async def close(self) -> None:
         for conn in self._all:
-            await conn.close()
+            conn.close()
         self._all.clear()
         self._writer = None
-        if self._quick is not None:
-            self._quick.close()
-            self._quick = None
+        self._quick = None
+        self._readers = asyncio.Queue()
 
     async def migrate(self, migrations: Sequence[Migration]) -> list[Migration]:
         """Apply what is pending in one transaction; safe when several processes start at once."""
@@ -169,52 +235,51 @@ class Database:
         return pending
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[Tx]:
-        """A write transaction. Commits on normal exit, rolls back on any exception."""
+    async def write(self, *, offload: bool = False) -> AsyncIterator[Tx]:
+        """A write transaction. Commits on normal exit, rolls back on any exception.
+
+        `offload=True` runs its statements on a worker thread: for bulk statements (a notice's
+        fan-out over thousands of residents) that would hold up every other call on the loop.
+        """
         assert self._writer is not None, "database not open"
         async with self._write_lock:
             conn = self._writer
-            begin = asyncio.ensure_future(conn.execute("BEGIN IMMEDIATE"))
             try:
-                await asyncio.shield(begin)
+                await _run(conn, offload, conn.execute, "BEGIN IMMEDIATE")
             except asyncio.CancelledError:
-                # Cancelled while waiting for SQLite's lock: the BEGIN still runs on the connection's
-                # thread, so let it finish and undo it, or this process's only writer stays stuck
-                # inside a transaction.
-                await asyncio.shield(self._undo_begin(conn, begin))
+                # Cancelled while a worker thread waited for SQLite's lock: the BEGIN may have
+                # succeeded meanwhile; undo it, or this process's only writer stays in a transaction.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             try:
-                yield Tx(conn)
+                yield Tx(conn, offload=offload)
             except BaseException:
-                await asyncio.shield(conn.execute("ROLLBACK"))
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             else:
-                await asyncio.shield(conn.execute("COMMIT"))
-
-    @staticmethod
-    async def _undo_begin(conn: aiosqlite.Connection, begin: asyncio.Future) -> None:
-        await asyncio.wait([begin])
-        if not begin.cancelled() and begin.exception() is None and conn.in_transaction:
-            await conn.execute("ROLLBACK")
+                try:
+                    await _run(conn, False, conn.execute, "COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
 
     async def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         """One indexed SELECT for hot paths (token lookups), without a surrounding transaction (a
-        single statement is its own snapshot).
-
-        It runs on the event loop's thread over a plain read-only connection: a point lookup in
-        WAL mode takes microseconds and never waits for writers, while a trip to aiosqlite's
-        thread costs more than the query. Should SQLite ever report the file busy (a checkpoint
-        restarting the WAL), the query goes the usual way through a pooled reader instead.
-        """
+        single statement is its own snapshot), on a connection kept for such single statements.
+        Should SQLite ever report the file busy (a checkpoint restarting the WAL), the query goes
+        through a pooled reader, which may wait for it off the loop."""
         if self._quick is not None:
             try:
-                return self._quick.execute(sql, params).fetchall()
+                return _fetchall(self._quick, sql, params)
             except sqlite3.OperationalError as error:
-                if "locked" not in str(error) and "busy" not in str(error):
+                if not _busy(error):
                     raise
         conn = await self._readers.get()
         try:
-            return list(await conn.execute_fetchall(sql, params))
+            return await _run(conn, False, _fetchall, conn, sql, params)
         finally:
             self._readers.put_nowait(conn)
 
@@ -223,10 +288,11 @@ class Database:
         """A read-only snapshot on a pooled connection."""
         conn = await self._readers.get()
         try:
-            await conn.execute("BEGIN")
+            conn.execute("BEGIN")
             try:
                 yield Tx(conn)
             finally:
-                await asyncio.shield(conn.execute("ROLLBACK"))
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
         finally:
             self._readers.put_nowait(conn)

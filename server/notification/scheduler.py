@@ -72,7 +72,7 @@ async def fan_out_step(tx, notice_id: str, now_ms: int, limit: int) -> bool:
 async def complete_fan_out(platform: Platform, notice_id: str, on_delivered) -> None:
     """Drive a notice's fan-out to the end, one chunk per write transaction (other writers interleave)."""
     for _ in range(MAX_CHUNKS):
-        async with platform.db.write() as tx:
+        async with platform.db.write(offload=True) as tx:  # bulk INSERT ... SELECT: off the loop
             done = await fan_out_step(tx, notice_id, to_epoch_ms(platform.clock.now()), chunk_size())
         on_delivered()
         if done:
