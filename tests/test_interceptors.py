@@ -84,3 +84,70 @@ async def test_deadline_is_honoured(bare):
     with pytest.raises(aio.AioRpcError) as error:
         await bare("Slow")(b"", timeout=0.2)
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class _RecordingServer:
+    """Stands in for aio.Server: records what the registrar hands it."""
+
+    def __init__(self) -> None:
+        self.generic: list = []
+        self.registered: list = []
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        self.generic.extend(handlers)
+
+    def add_registered_method_handlers(self, service, handlers) -> None:
+        self.registered.append(service)
+
+
+def test_registrar_puts_every_method_in_one_table_and_none_in_registered_methods():
+    from onestop.auth.v1 import auth_pb2, auth_pb2_grpc
+
+    from server.interceptors import MethodTable, WrappingRegistrar
+
+    server = _RecordingServer()
+    registrar = WrappingRegistrar(server, Pipeline(_no_resident))
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(auth_pb2_grpc.AuthServiceServicer(), registrar)
+    registrar.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "test.Other", {"Ping": grpc.unary_unary_rpc_method_handler(_echo)}),))
+
+    # grpc.aio waits on one pending request per registered method on every call: none may be registered.
+    assert server.registered == []
+    assert len(server.generic) == 1 and isinstance(server.generic[0], MethodTable)
+    service = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
+    expected = {f"/{service.full_name}/{m.name}" for m in service.methods} | {"/test.Other/Ping"}
+    assert set(registrar.methods) == expected
+
+    class Details:
+        method = "/test.Other/Ping"
+
+    found = server.generic[0].service(Details())
+    assert found is registrar.methods["/test.Other/Ping"]
+    assert found.unary_unary is not _echo  # wrapped in the pipeline
+    Details.method = "/test.Other/Missing"
+    assert server.generic[0].service(Details()) is None
+
+
+async def test_registered_services_are_served_through_the_pipeline():
+    from onestop.auth.v1 import auth_pb2, auth_pb2_grpc
+
+    from server.interceptors import WrappingRegistrar
+
+    class Servicer(auth_pb2_grpc.AuthServiceServicer):
+        async def WhoAmI(self, request, context):
+            return auth_pb2.WhoAmIResponse(kind=auth_pb2.CALLER_KIND_ANONYMOUS, machine_id="seen")
+
+    authz.register("onestop.auth.v1.AuthService", {"WhoAmI": authz.ANYONE})
+    server = aio.server()
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(Servicer(), WrappingRegistrar(server, Pipeline(_no_resident)))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = auth_pb2_grpc.AuthServiceStub(channel).WhoAmI(auth_pb2.WhoAmIRequest(),
+                                                                 metadata=(("x-request-id", "req-9"),))
+            reply = await call
+            assert reply.machine_id == "seen"
+            assert ("x-request-id", "req-9") in tuple(await call.trailing_metadata())
+    finally:
+        await server.stop(0)
