@@ -19,6 +19,7 @@ from server.config import Settings
 from server.db import AREAS, Database
 from server.interceptors import Pipeline, WrappingRegistrar
 from server.platform import Platform
+from server.timers import install as install_timers
 
 log = logging.getLogger("onestop.server")
 
@@ -123,6 +124,7 @@ async def start(settings: Settings, *, clock: Clock | None = None, port: int | N
     for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    install_timers(platform)  # background sweeps; stopped first at shutdown
     log.info("grpc serving", extra={"listen": f"{settings.grpc_host}:{bound}", "mtls": bound_mtls,
                                     "tls": settings.tls})
     return RunningServer(server=server, platform=platform, port=bound, mtls_port=bound_mtls, health=health_servicer)

@@ -47,6 +47,20 @@ class Settings(BaseSettings):
     attachment_max_bytes: int = 10 * 1024 * 1024
     application_max_bytes: int = 30 * 1024 * 1024
     shutdown_grace_seconds: float = 10.0
+    # Background sweeps (server/timers.py), run by every server process (they are idempotent
+    # transactions: processes sharing a database never apply anything twice). ONESTOP_TIMERS=false
+    # switches the loops off (tests that drive `services["timers"].run_due()` by hand).
+    timers: bool = True
+    # Expire points lots past their municipality's expiry date. Lots expire at the time of day they
+    # were granted, so a short interval keeps balances on time and each tick's batch small (the
+    # points writer's batches run on the event loop); an idle tick is one index probe.
+    points_expiry_interval_seconds: float = Field(default=60.0, gt=0)
+    # Place conversions past their 14-day holding period; release redemption holds past 10 minutes.
+    points_holdings_interval_seconds: float = Field(default=60.0, gt=0)
+    # Expire kiosk transactions idle past their limit, voiding unconfirmed copies and charges.
+    kiosk_expiry_interval_seconds: float = Field(default=60.0, gt=0)
+    # Delete sign-in challenges expired over an hour ago (often, so each delete stays short).
+    challenge_purge_interval_seconds: float = Field(default=60.0, gt=0)
     read_connections: int = 4
     log_level: str = "INFO"
 
