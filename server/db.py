@@ -87,7 +87,7 @@ def _waiting(conn: sqlite3.Connection, fn: Callable[..., Any], args: tuple) -> A
 
 
 async def _off_loop(conn: sqlite3.Connection, fn: Callable[..., Any], *args: Any, wait: bool = False) -> Any:
-    """Run a statement on a worker thread. Cancellation waits for it to end (the connection is not
+    """Run a statement on a worker thread; a cancellation waits for it to end (the connection is not
     shared between threads while a statement runs on it), then cancels."""
     call = functools.partial(_waiting, conn, fn, args) if wait else functools.partial(fn, *args)
     future = asyncio.get_running_loop().run_in_executor(None, call)
