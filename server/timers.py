@@ -5,7 +5,8 @@ clock (`platform.clock`) exactly as the RPC that does the same job on request wo
 
 - `points_expiry`   — lots past the date their municipality's rule gave them (`expiry_months`,
                       fixed when the lot was granted) are expired, one ExpirePoints job per
-                      municipality that has any, through the points area's batch writer;
+                      municipality that has any, through the points area's batch writer (the job
+                      and its stored outcome are those of the RPC, under the caller `timer`);
 - `points_holdings` — conversions held their 14 days are placed in the residence municipality and
                       redemption holds past their 10-minute life are released (SweepHoldings);
 - `kiosk_expiry`    — abandoned kiosk transactions are expired, their unconfirmed copies and
@@ -154,19 +155,24 @@ async def expire_points(platform: Platform) -> int:
     if not rows:
         return 0
     writer = platform.services["points_writer"]
-
-    async def one(code: str):
+    expired, failed = 0, None
+    # One job per municipality, each awaited before the next: every job is then a transaction of its
+    # own (rather than one long batch of all of them), so other writes get their turn in between, and
+    # a municipality whose expiry fails does not hold back the others.
+    for (code,) in rows:
         request = points_pb2.ExpirePointsRequest(request_id=new_id("tmr"), municipality_code=code)
-        return await writer.submit((TIMER_CALLER, f"{POINTS}/ExpirePoints", request.request_id), request,
-                                   points_pb2.ExpirePointsResponse,
-                                   lambda conn, now_ms: ledger.expire(conn, now_ms, code))
-
-    # Submitted together, they commit in one batch, each in its own savepoint.
-    results = await asyncio.gather(*(one(row[0]) for row in rows), return_exceptions=True)
-    failed = [r for r in results if isinstance(r, BaseException)]
-    if failed:
-        raise failed[0]
-    return sum(r.expired_points for r in results)
+        try:
+            reply = await writer.submit((TIMER_CALLER, f"{POINTS}/ExpirePoints", request.request_id), request,
+                                        points_pb2.ExpirePointsResponse,
+                                        lambda conn, now_ms, code=code: ledger.expire(conn, now_ms, code))
+        except Exception as error:
+            log.warning("points expiry failed", extra={"municipality_code": code, "error": type(error).__name__})
+            failed = failed or error
+            continue
+        expired += reply.expired_points
+    if failed is not None:
+        raise failed
+    return expired
 
 
 async def sweep_holdings(platform: Platform) -> int:

@@ -88,6 +88,33 @@ async def test_points_expire_on_their_municipality_schedule(manual):
     assert await ledger_sums(manual) == (0, 0)
 
 
+async def test_one_municipality_failing_to_expire_does_not_hold_back_the_others(manual, monkeypatch, caplog):
+    from server.points import ledger
+
+    kit = Kit(manual)
+    hanako = await kit.resident()
+    await kit.grant(hanako, 100)
+    await kit.grant(hanako, 40, lgcode=OTHER_LG)
+    await kit.advance(days=2 * 366)  # both lots are past the default 24 months
+    real = ledger.expire
+
+    def expire(conn, now_ms, municipality):
+        if municipality == LG:
+            raise RuntimeError("the ledger refuses 千代田区 today")
+        return real(conn, now_ms, municipality)
+
+    monkeypatch.setattr(ledger, "expire", expire)
+    timers = timers_of(manual)
+    with caplog.at_level(logging.WARNING, logger="onestop.timers"):
+        assert (await timers.run_due())["points_expiry"] is None  # logged as a failed sweep
+    assert [(r.getMessage(), r.municipality_code) for r in caplog.records if hasattr(r, "municipality_code")] == [
+        ("points expiry failed", LG)]
+    assert await scalar(manual, "SELECT SUM(amount) FROM points_transfers WHERE code = 'expire'") == 40
+    monkeypatch.setattr(ledger, "expire", real)
+    assert (await timers.run_due())["points_expiry"] == 100  # the next tick does the rest
+    assert await ledger_sums(manual) == (0, 0)
+
+
 async def test_held_redemption_past_its_life_is_released_and_held_conversion_placed(manual):
     kit = Kit(manual)
     hanako = await kit.resident()
@@ -178,7 +205,7 @@ async def test_a_failing_sweep_is_logged_and_the_others_and_the_next_tick_run(ma
 async def test_the_real_loops_fire_on_their_own_and_stop_on_shutdown(tmp_path, pki_template, caplog):
     fast = {f"{name}_interval_seconds": 0.02 for name in ("points_expiry", "points_holdings", "kiosk_expiry",
                                                           "challenge_purge")}
-    async with run_platform(tmp_path, pki_template=pki_template, **fast) as running:
+    async with run_platform(tmp_path, pki_template=pki_template, timers=True, **fast) as running:
         timers = timers_of(running)
         assert running.settings.timers and timers.running
         calls = []
