@@ -54,7 +54,7 @@ KIND = {"resident": pb.ACCOUNT_KIND_REGULAR, "holding": pb.ACCOUNT_KIND_HOLDING}
 
 
 async def prepare(platform: Platform) -> None:
-    writer = BatchWriter(platform.settings.db_path, platform.clock)
+    writer = BatchWriter(platform.db, platform.clock)
     platform.services["points_writer"] = writer
     platform.on_shutdown.append(writer.aclose)
 

@@ -8,8 +8,10 @@ import pytest
 from onestop.points.v1 import points_pb2 as pb
 
 from server.clock import FixedClock
+from server.db import Database, discover_migrations
 from server.errors import FailedPrecondition
 from server.points import ledger
+from server.points import writer as writer_module
 from server.points.writer import BatchWriter, Job, apply_batch, digest
 from server.testing import TEST_START
 
@@ -54,10 +56,10 @@ def test_a_refused_or_broken_request_rolls_back_only_itself(tmp_path):
 
 
 async def test_concurrent_submits_share_batches_and_see_their_own_outcome(tmp_path):
-    conn = fresh_ledger(tmp_path / "w.db")
-    conn.execute("INSERT INTO mykeys VALUES ('KEYAAAA2', 'r', 'i', 's', 0, NULL)")
-    conn.close()
-    writer = BatchWriter(tmp_path / "w.db", FixedClock(TEST_START))
+    db = await Database(tmp_path / "w.db").open(discover_migrations(("core", "registry", "points")))
+    async with db.write() as tx:
+        await tx.execute("INSERT INTO mykeys VALUES ('KEYAAAA2', 'r', 'i', 's', 0, NULL)")
+    writer = BatchWriter(db, FixedClock(TEST_START))
     try:
         async def submit(n: int):
             request = pb.GrantPointsRequest(request_id=f"r{n}", amount=n)
@@ -74,4 +76,73 @@ async def test_concurrent_submits_share_batches_and_see_their_own_outcome(tmp_pa
         assert getattr(replayed.value, "reason", "") == "MYKEY_ID_NOT_FOUND"
         assert writer.jobs == 101
     finally:
-        writer.close()
+        await writer.aclose()
+        await db.close()
+
+
+async def _ledger_db(tmp_path) -> Database:
+    db = await Database(tmp_path / "w.db").open(discover_migrations(("core", "registry", "points")))
+    async with db.write() as tx:
+        await tx.execute("INSERT INTO mykeys VALUES ('KEYAAAA2', 'r', 'i', 's', 0, NULL)")
+    return db
+
+
+async def test_a_lone_request_does_not_wait_for_company(tmp_path, monkeypatch):
+    # With the loop idle, the drain stops lingering at once: were it to wait for its deadline, this
+    # request would take an hour.
+    monkeypatch.setattr(writer_module, "LINGER_S", 3600.0)
+    db = await _ledger_db(tmp_path)
+    writer = BatchWriter(db, FixedClock(TEST_START))
+    try:
+        request = pb.GrantPointsRequest(request_id="lone", amount=5)
+        reply = await asyncio.wait_for(writer.submit(("c", "m", "lone"), request, pb.GrantPointsResponse, grant(5)),
+                                       timeout=10)
+        assert reply.balance == 5 and (writer.batches, writer.jobs) == (1, 1)
+    finally:
+        await writer.aclose()
+        await db.close()
+
+
+async def test_batches_share_the_database_writer_with_other_areas(tmp_path):
+    # The batch runs in a db.write() transaction: another area's write waits for it (and it for
+    # them) on the one writer, and both commit; a failed COMMIT answers every job LEDGER_UNAVAILABLE
+    # and leaves nothing behind.
+    db = await _ledger_db(tmp_path)
+    writer = BatchWriter(db, FixedClock(TEST_START))
+    try:
+        async def other_area(n: int) -> None:
+            async with db.write() as tx:
+                await tx.execute("INSERT INTO municipalities (code, prefecture, name, name_kana) VALUES (?, '', '', '')",
+                                 (f"{n:06d}",))
+
+        async def submit(n: int):
+            request = pb.GrantPointsRequest(request_id=f"s{n}", amount=n)
+            return await writer.submit(("c", "m", request.request_id), request, pb.GrantPointsResponse, grant(n))
+
+        results = await asyncio.wait_for(
+            asyncio.gather(*(submit(n) if n % 3 else other_area(n) for n in range(1, 61))), timeout=30)
+        assert max(r.balance for r in results if r is not None) == sum(n for n in range(1, 61) if n % 3)
+        async with db.read() as tx:
+            assert await tx.scalar("SELECT COUNT(*) FROM municipalities") == 20
+            assert await tx.scalar("SELECT COUNT(*) FROM points_requests") == 40
+            assert await tx.scalar("SELECT COALESCE(SUM(balance), 0) FROM points_accounts") == 0
+
+        def fail_commit(conn, now):
+            conn.execute("PRAGMA defer_foreign_keys=ON")  # the dangling row below fails at COMMIT
+            conn.execute("INSERT INTO points_lots (account_id, amount, remaining, granted_at_ms, expires_at_ms)"
+                         " VALUES (999999, 1, 1, 0, 0)")
+            return pb.GrantPointsResponse()
+
+        outcomes = await asyncio.gather(
+            *(writer.submit(("c", "m", f"f{n}"), pb.GrantPointsRequest(request_id=f"f{n}", amount=n),
+                            pb.GrantPointsResponse, grant(n) if n else fail_commit) for n in range(3)),
+            return_exceptions=True)
+        assert [getattr(o, "reason", None) for o in outcomes] == ["LEDGER_UNAVAILABLE"] * 3
+        async with db.read() as tx:
+            assert await tx.scalar("SELECT COUNT(*) FROM points_requests WHERE request_id LIKE 'f%'") == 0
+            assert await tx.scalar("SELECT COUNT(*) FROM points_lots WHERE account_id = 999999") == 0
+        async with db.write() as tx:  # the writer is usable again
+            await tx.execute("INSERT INTO municipalities (code, prefecture, name, name_kana) VALUES ('999999', '', '', '')")
+    finally:
+        await writer.aclose()
+        await db.close()
