@@ -22,6 +22,7 @@ expiry consume lots oldest-expiry first, so the sum of open lots equals the acco
 from __future__ import annotations
 
 import calendar
+import functools
 import secrets
 import sqlite3
 
@@ -75,6 +76,12 @@ def post(conn: sqlite3.Connection, debit: int, credit: int, amount: int, code: s
     if kind in RESIDENT_KINDS and balance - pending < amount:
         raise FailedPrecondition("INSUFFICIENT_FUNDS", "not enough points available",
                                  metadata={"available": str(balance - pending)})
+    return _write_transfer(conn, debit, credit, amount, code, ref, now_ms)
+
+
+def _write_transfer(conn: sqlite3.Connection, debit: int, credit: int, amount: int, code: str, ref: str,
+                    now_ms: int) -> str:
+    """The rows of a transfer whose sides `post` (or, for a grant, the caller) has checked."""
     conn.execute("UPDATE points_accounts SET balance = balance - ? WHERE account_id=?", (amount, debit))
     conn.execute("UPDATE points_accounts SET balance = balance + ? WHERE account_id=?", (amount, credit))
     transfer_id = new_id("trf")
@@ -92,7 +99,10 @@ def balance_of(conn: sqlite3.Connection, account: int) -> int:
 
 # --- lots and expiry --------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=256)
 def add_months(ms: int, months: int) -> int:
+    """`ms` plus `months` calendar months in Japan time (a pure function: a batch's transfers share
+    one `now_ms`, so it is worked out once a batch)."""
     at = from_epoch_ms(ms).astimezone(JST)
     month0 = at.month - 1 + months
     year, month = at.year + month0 // 12, month0 % 12 + 1
@@ -231,7 +241,10 @@ def grant(conn: sqlite3.Connection, now_ms: int, municipality: str, mykey_id: st
             raise NotFound("EVENT_NOT_FOUND", "no such support event in this municipality")
     target = existing["account_id"] if existing else account_id(conn, "resident", mykey_id, municipality, event_id)
     source = account_id(conn, "issuance", "", municipality)
-    transfer_id = credit_resident(conn, source, target, amount, "grant", "", municipality, now_ms)
+    # What `post` would look up is known here: the debit is an issuance account (never overdrawn by
+    # rule), the credit a resident account (not a partner's), the amount was checked above.
+    transfer_id = _write_transfer(conn, source, target, amount, "grant", "", now_ms)
+    open_lot(conn, target, amount, municipality, now_ms)
     return pb.GrantPointsResponse(transfer_id=transfer_id, balance=(existing["balance"] if existing else 0) + amount)
 
 
