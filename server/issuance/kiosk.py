@@ -3,8 +3,13 @@
 A step is keyed by (kiosk, kiosk_transaction_id, step_id). Its first answer is stored in the same
 write transaction as its effects, so a step resent after a reconnect (to any server process on the
 same database) is answered from the store and never issues or charges twice. Refusals are answers
-too. Records are read in the transaction that creates the documents, so a certificate reflects the
-register at the moment of issuance.
+too. Records are read, and the PDFs rendered, in the transaction that creates the documents, so a
+certificate reflects the register at the moment of issuance.
+
+Cost: statements run on the event loop's thread (server.db), so a step's write transaction holds
+the writer only for its own CPU time; a PDF takes about half a millisecond (server.issuance.pdf).
+Rendering inside the issuing transaction is therefore cheaper than rendering before it and checking
+afterwards that the record still reads the same (what an earlier version did).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 
 from onestop.issuance.v1 import issuance_pb2 as pb
@@ -25,6 +30,7 @@ from server.db import Tx
 from server.errors import DomainError, FailedPrecondition, FieldViolation, InvalidArgument
 from server.ids import new_id
 from server.issuance import rules, store
+from server.issuance.batch import StepCommitter
 from server.issuance.pdf import BlobStore, CertificateContent, render
 from server.issuance.rules import KioskSettings
 from server.platform import Platform
@@ -61,9 +67,22 @@ def normalise_code(code: str) -> str:
     return "-".join(raw[i:i + 4] for i in range(0, len(raw), 4))
 
 
+_parsed_settings: dict[str, KioskSettings] = {}
+
+
 async def load_settings(tx: Tx, lgcode: str) -> KioskSettings:
+    """The municipality's settings as they stand in `tx`. The row is read every time; only its JSON
+    parse is remembered, by the exact text (the returned object is shared: never mutate it)."""
     row = await store.settings_row(tx, lgcode)
-    return KioskSettings.from_json(row["settings_json"]) if row else KioskSettings.default_for(lgcode)
+    if row is None:
+        return KioskSettings.default_for(lgcode)
+    text = row["settings_json"]
+    settings = _parsed_settings.get(text)
+    if settings is None:
+        if len(_parsed_settings) >= 1024:
+            _parsed_settings.clear()
+        settings = _parsed_settings[text] = KioskSettings.from_json(text)
+    return settings
 
 
 def municipality_label(row) -> str:
@@ -83,20 +102,30 @@ class Issuable:
     extra: dict
 
 
-@dataclass
-class Prepared:
-    """Copies rendered before the issuing transaction: (serial, code, pdf, sha256) each."""
+class Records:
+    """The registry rows and settings one step reads, each read once: inside one transaction they
+    cannot change, and the menu checks all seven certificate types against the same few rows."""
 
-    now: datetime
-    identity: tuple
-    copies: list[tuple[str, str, bytes, str]]
+    def __init__(self, tx: Tx) -> None:
+        self.tx = tx
+        self._residents: dict[str, object] = {}
+        self._settings: dict[str, KioskSettings] = {}
+        self._municipalities: dict[str, object] = {}
 
+    async def resident(self, resident_id: str):
+        if resident_id not in self._residents:
+            self._residents[resident_id] = await store.resident(self.tx, resident_id)
+        return self._residents[resident_id]
 
-def _identity(found: Issuable, order: pb.Order, base: CertificateContent) -> tuple:
-    """What a certificate says, apart from its serial and code: equal means the same document."""
-    return (found.certificate_type, found.issuing_code, found.subject["resident_id"], found.fee, order.copies,
-            base.title, base.municipality_name, base.mayor_line, tuple(base.lines), tuple(base.footer),
-            base.issued_at)
+    async def settings(self, lgcode: str) -> KioskSettings:
+        if lgcode not in self._settings:
+            self._settings[lgcode] = await load_settings(self.tx, lgcode)
+        return self._settings[lgcode]
+
+    async def municipality(self, code: str):
+        if code not in self._municipalities:
+            self._municipalities[code] = await store.municipality(self.tx, code)
+        return self._municipalities[code]
 
 
 class KioskDesk:
@@ -105,6 +134,7 @@ class KioskDesk:
     def __init__(self, platform: Platform) -> None:
         self._p = platform
         self.blobs = BlobStore(platform.settings.blob_dir)
+        self._commits = StepCommitter(platform.db)
 
     # entry point ----------------------------------------------------------------------------
 
@@ -124,22 +154,17 @@ class KioskDesk:
 
     async def _answer(self, kiosk: Machine, request: pb.KioskSessionRequest, kind: str) -> pb.KioskSessionResponse:
         digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
-        if kind in ("begin", "card_sign_in", "payment_confirmed"):
-            # These act outside the step's write transaction (a challenge, the nonce, rendering):
-            # a resent step must be recognised before that. Other steps are checked inside it.
-            key = (kiosk.id, request.kiosk_transaction_id, request.step_id)
-            async with self._p.db.read() as tx:
-                prior = await store.step(tx, *key)
+        if kind in ("begin", "card_sign_in"):
+            # These act outside the step's write transaction (a challenge, the nonce): a resent step
+            # must be recognised before that. Other steps are checked inside it.
+            prior = await store.step_now(self._p.db, kiosk.id, request.kiosk_transaction_id, request.step_id)
             if prior is not None:
                 return self._replay(prior, digest)
             if kind == "begin":
                 return await self._begin(kiosk, request, digest)
-            if kind == "card_sign_in":
-                return await self._sign_in(kiosk, request, digest)
-            prepared = await self._prepare_documents(kiosk, request)
-            return await self._step(kiosk, request, digest, self._pay, context={"prepared": prepared})
+            return await self._sign_in(kiosk, request, digest)
         work = {
-            "menu": self._menu, "order": self._order,
+            "menu": self._menu, "order": self._order, "payment_confirmed": self._pay,
             "print_result": self._print_result, "finish": self._finish, "cancel": self._cancel,
             "honseki_usage": self._honseki_usage,
         }[kind]
@@ -156,9 +181,10 @@ class KioskDesk:
         response.replayed = True
         return response
 
-    async def _step(self, kiosk: Machine, request, digest: bytes, work, *, txn_required: bool = True,
-                    context: dict | None = None) -> pb.KioskSessionResponse:
-        """Run `work(tx, txn, request)` and store its answer, in one write transaction.
+    async def _step(self, kiosk: Machine, request, digest: bytes, work, *,
+                    txn_required: bool = True) -> pb.KioskSessionResponse:
+        """Run `work(tx, txn, request)` and store its answer, in one write transaction (shared with
+        the other steps that arrive together: `server.issuance.batch`).
 
         Expiry of the transaction is committed even though the step is refused; anything else a
         refused step wrote is rolled back to the savepoint.
@@ -166,10 +192,11 @@ class KioskDesk:
         key = (kiosk.id, request.kiosk_transaction_id, request.step_id)
         now = self._p.clock.now()
         now_ms = to_epoch_ms(now)
-        async with self._p.db.write() as tx:
+
+        async def in_tx(tx: Tx) -> tuple[pb.KioskSessionResponse, bool]:
             prior = await store.step(tx, *key)
             if prior is not None:
-                return self._replay(prior, digest)
+                return self._replay(prior, digest), True
             txn = await store.transaction(tx, kiosk.id, request.kiosk_transaction_id)
             response = None
             if txn is None and txn_required:
@@ -180,7 +207,7 @@ class KioskDesk:
             if response is None:
                 await tx.execute("SAVEPOINT step")
                 try:
-                    response = await work(tx, txn, request, now, **(context or {}))
+                    response = await work(tx, txn, request, now)
                     if txn is not None and response.WhichOneof("result") != "refusal":
                         await store.update_transaction(
                             tx, txn["txn_id"], updated_at_ms=now_ms,
@@ -194,9 +221,13 @@ class KioskDesk:
             for doc in stored.documents.documents:
                 doc.pdf = b""
             await store.put_step(tx, *key, digest, stored.SerializeToString(), now_ms)
-        reason = response.refusal.reason if response.WhichOneof("result") == "refusal" else ""
-        log.info("kiosk step", extra={"kiosk": kiosk.id, "step": request.WhichOneof("step"),
-                                      "reason": reason or "OK"})
+            return response, False
+
+        response, replayed = await self._commits.run(in_tx)
+        if not replayed:
+            reason = response.refusal.reason if response.WhichOneof("result") == "refusal" else ""
+            log.info("kiosk step", extra={"kiosk": kiosk.id, "step": request.WhichOneof("step"),
+                                          "reason": reason or "OK"})
         return response
 
     # expiry -----------------------------------------------------------------------------------
@@ -217,8 +248,7 @@ class KioskDesk:
     # begin and sign-in --------------------------------------------------------------------------
 
     async def _begin(self, kiosk: Machine, request, digest: bytes) -> pb.KioskSessionResponse:
-        async with self._p.db.read() as tx:
-            existing = await store.transaction(tx, kiosk.id, request.kiosk_transaction_id)
+        existing = await store.transaction_now(self._p.db, kiosk.id, request.kiosk_transaction_id)
         challenge = None if existing else await self._p.services["authenticator"].create_challenge()
 
         async def work(tx, txn, request, now):
@@ -247,8 +277,7 @@ class KioskDesk:
 
     async def _sign_in(self, kiosk: Machine, request, digest: bytes) -> pb.KioskSessionResponse:
         step = request.card_sign_in
-        async with self._p.db.read() as tx:
-            txn = await store.transaction(tx, kiosk.id, request.kiosk_transaction_id)
+        txn = await store.transaction_now(self._p.db, kiosk.id, request.kiosk_transaction_id)
         signed, failure = None, None
         now_ms = to_epoch_ms(self._p.clock.now())
         if (txn is not None and txn["state"] == "begun" and txn["expires_at_ms"] > now_ms
@@ -285,8 +314,7 @@ class KioskDesk:
 
     async def _await_step(self, kiosk_id: str, ktid: str, step_id: str, *, attempts: int = 250):
         for _ in range(attempts):
-            async with self._p.db.read() as tx:
-                prior = await store.step(tx, kiosk_id, ktid, step_id)
+            prior = await store.step_now(self._p.db, kiosk_id, ktid, step_id)
             if prior is not None:
                 return prior
             await asyncio.sleep(0.02)  # polling another attempt's progress, not waiting on the clock
@@ -303,20 +331,22 @@ class KioskDesk:
 
     async def _menu(self, tx: Tx, txn, request, now) -> pb.KioskSessionResponse:
         self._require(txn, "signed_in", "ordered")
-        holder = await store.resident(tx, txn["resident_id"])
+        records = Records(tx)
+        holder = await records.resident(txn["resident_id"])
         menu = pb.Menu()
+        no_options = pb.OrderOptions()
         for certificate_type in rules.ALL_TYPES:
             item = pb.MenuItem(certificate_type=certificate_type)
             try:
-                found = await self.check_issuable(tx, txn, certificate_type, "", pb.OrderOptions(), now)
+                found = await self.check_issuable(tx, txn, certificate_type, "", no_options, now, records=records)
                 item.municipality_code, item.fee_yen, item.available = found.issuing_code, found.fee, True
             except DomainError as error:
                 item.available, item.unavailable_reason = False, error.reason
                 code = holder["honseki_code"] if certificate_type in rules.HONSEKI_TYPES else holder["municipality_code"]
                 item.municipality_code = code or ""
                 if code:
-                    item.fee_yen = (await load_settings(tx, code)).fee(certificate_type)
-            item.municipality_name = municipality_label(await store.municipality(tx, item.municipality_code))
+                    item.fee_yen = (await records.settings(code)).fee(certificate_type)
+            item.municipality_name = municipality_label(await records.municipality(item.municipality_code))
             menu.items.append(item)
         if holder["household_id"] and holder["dv_protection"] == 0:
             for member in await store.household_members(tx, holder["household_id"]):
@@ -350,16 +380,18 @@ class KioskDesk:
             certificate_type=order.certificate_type, copies=order.copies, fee_per_copy_yen=found.fee,
             total_yen=total, municipality_code=found.issuing_code))
 
-    async def check_issuable(self, tx: Tx, txn, certificate_type: int, subject_id: str, options, now) -> Issuable:
+    async def check_issuable(self, tx: Tx, txn, certificate_type: int, subject_id: str, options, now, *,
+                             records: Records | None = None) -> Issuable:
         """Every refusal rule, against the records as they stand in `tx`."""
-        holder = await store.resident(tx, txn["resident_id"])
+        records = records or Records(tx)
+        holder = await records.resident(txn["resident_id"])
         rules.status_refusal(holder["status"], whose="card holder")
         if not subject_id or subject_id == holder["resident_id"]:
             subject = holder
         else:
             if certificate_type not in rules.HOUSEHOLD_TYPES:
                 raise FailedPrecondition("HOLDER_ONLY", "this certificate is issued to its holder only")
-            subject = await store.resident(tx, subject_id)
+            subject = await records.resident(subject_id)
             if subject is None or not holder["household_id"] or subject["household_id"] != holder["household_id"]:
                 raise FailedPrecondition("NOT_SAME_HOUSEHOLD", "only members of the card holder's household")
             rules.status_refusal(subject["status"], whose="household member")
@@ -372,11 +404,11 @@ class KioskDesk:
                 raise FailedPrecondition("NO_FAMILY_REGISTER", "no family register on record")
         else:
             issuing = subject["municipality_code"]
-        settings = await load_settings(tx, issuing)
+        settings = await records.settings(issuing)
         if not settings.participating:
             raise FailedPrecondition("NOT_PARTICIPATING", "this municipality does not issue at kiosks")
         if txn["kiosk_kind"] == "city_hall" and txn["kiosk_lg"] != issuing:
-            hall = await load_settings(tx, txn["kiosk_lg"] or "")
+            hall = await records.settings(txn["kiosk_lg"] or "")
             if not hall.city_hall_serves_all:
                 raise FailedPrecondition("NOT_SERVED_AT_THIS_KIOSK", "this city hall's kiosks serve its own residents")
         if certificate_type not in settings.offered_types:
@@ -410,72 +442,31 @@ class KioskDesk:
 
     # payment: the documents ---------------------------------------------------------------------
 
-    async def _prepare_documents(self, kiosk: Machine, request) -> "Prepared | None":
-        """Render the copies before taking the database writer (so other steps and other server
-        processes are not held up by rendering). The issuing write transaction reads the record
-        again and uses these PDFs only if they say exactly what it reads; otherwise it renders
-        anew. Serial numbers are reserved here; a reservation not used leaves a gap."""
-        now = self._p.clock.now()
-        try:
-            async with self._p.db.read() as tx:
-                txn = await store.transaction(tx, kiosk.id, request.kiosk_transaction_id)
-                if (txn is None or txn["state"] != "ordered" or txn["expires_at_ms"] <= to_epoch_ms(now)
-                        or request.payment_confirmed.amount_yen != txn["quote_yen"]):
-                    return None
-                order = pb.Order()
-                order.ParseFromString(bytes.fromhex(txn["order_json"]))
-                found = await self.check_issuable(tx, txn, order.certificate_type, order.subject_resident_id,
-                                                  order.options, now)
-                municipality = await store.municipality(tx, found.issuing_code)
-                base = await self._content(tx, found, order.options, municipality, "", "", now)
-        except DomainError:
-            return None  # the step itself will refuse, in its transaction
-        year = now.astimezone(JST).year
-        async with self._p.db.write() as tx:
-            numbers = [await store.next_serial(tx, found.issuing_code, year) for _ in range(order.copies)]
-        copies = []
-        for number in numbers:
-            serial, code = f"{found.issuing_code}-{year}-{number:07d}", new_verification_code()
-            data = render(replace(base, serial=serial, verification_code=code))
-            copies.append((serial, code, data, self.blobs.put(data)))
-        return Prepared(now, _identity(found, order, base), copies)
-
-    async def _pay(self, tx: Tx, txn, request, now, prepared: "Prepared | None" = None) -> pb.KioskSessionResponse:
+    async def _pay(self, tx: Tx, txn, request, now) -> pb.KioskSessionResponse:
         self._require(txn, "ordered")
         if request.payment_confirmed.amount_yen != txn["quote_yen"]:
             raise FailedPrecondition("AMOUNT_MISMATCH", f"the quote was {txn['quote_yen']} yen")
         order = pb.Order()
         order.ParseFromString(bytes.fromhex(txn["order_json"]))
+        records = Records(tx)
         found = await self.check_issuable(tx, txn, order.certificate_type, order.subject_resident_id,
-                                          order.options, now)
-        municipality = await store.municipality(tx, found.issuing_code)
-        if prepared is not None:
-            # The record as it stands now, in this transaction, must read as the prepared PDFs say.
-            base = await self._content(tx, found, order.options, municipality, "", "", prepared.now)
-            if _identity(found, order, base) != prepared.identity:
-                prepared = None
-        if prepared is not None:
-            issued_at = prepared.now
-            copies = prepared.copies
-        else:
-            issued_at = now
-            year = now.astimezone(JST).year
-            copies = []
-            for _ in range(order.copies):
-                number = await store.next_serial(tx, found.issuing_code, year)
-                serial, code = f"{found.issuing_code}-{year}-{number:07d}", new_verification_code()
-                data = render(await self._content(tx, found, order.options, municipality, serial, code, now))
-                copies.append((serial, code, data, self.blobs.put(data)))
-        now_ms, issued_ms = to_epoch_ms(now), to_epoch_ms(issued_at)
+                                          order.options, now, records=records)
+        municipality = await records.municipality(found.issuing_code)
+        year = now.astimezone(JST).year
+        now_ms = to_epoch_ms(now)
         documents = pb.Documents()
-        for copy_no, (serial, code, data, sha) in enumerate(copies, start=1):
+        for copy_no in range(1, order.copies + 1):
+            number = await store.next_serial(tx, found.issuing_code, year)
+            serial, code = f"{found.issuing_code}-{year}-{number:07d}", new_verification_code()
+            data = render(await self._content(tx, found, order.options, municipality, serial, code, now))
+            sha = self.blobs.put(data)
             document_id = new_id("doc")
             await store.insert_document(tx, {
                 "document_id": document_id, "txn_id": txn["txn_id"], "copy_no": copy_no, "serial": serial,
                 "verification_code": code, "certificate_type": order.certificate_type,
                 "municipality_code": found.issuing_code, "subject_resident_id": found.subject["resident_id"],
                 "holder_resident_id": txn["resident_id"], "pdf_sha256": sha, "status": "issued",
-                "issued_at_ms": issued_ms,
+                "issued_at_ms": now_ms,
             })
             await store.insert_charge(tx, {
                 "charge_id": new_id("chg"), "document_id": document_id, "txn_id": txn["txn_id"],
@@ -485,7 +476,7 @@ class KioskDesk:
             documents.documents.append(pb.Document(
                 copy_no=copy_no, serial=serial, verification_code=code, certificate_type=order.certificate_type,
                 municipality_code=found.issuing_code, subject_resident_id=found.subject["resident_id"],
-                issued_at=ts_ms(issued_ms), pdf=data, pdf_sha256=sha))
+                issued_at=ts_ms(now_ms), pdf=data, pdf_sha256=sha))
         await self.guard_delivery(tx, txn, documents)
         await store.update_transaction(tx, txn["txn_id"], state="paid")
         return pb.KioskSessionResponse(documents=documents)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from server.db import Tx
+from server.db import Database, Tx
 
 # registry records (read only) ------------------------------------------------------------------
 
@@ -79,6 +79,16 @@ async def step(tx: Tx, kiosk_id: str, ktid: str, step_id: str) -> sqlite3.Row | 
     )
 
 
+async def step_now(db: Database, kiosk_id: str, ktid: str, step_id: str) -> sqlite3.Row | None:
+    """The stored answer of a step, by one point lookup outside any transaction (the pre-check of
+    steps that act before their write transaction; that transaction checks again)."""
+    rows = await db.query(
+        "SELECT request_digest, response FROM kiosk_steps WHERE kiosk_id = ? AND kiosk_transaction_id = ?"
+        " AND step_id = ?", (kiosk_id, ktid, step_id),
+    )
+    return rows[0] if rows else None
+
+
 async def put_step(tx: Tx, kiosk_id: str, ktid: str, step_id: str, digest: bytes, response: bytes,
                    now_ms: int) -> None:
     await tx.execute(
@@ -91,6 +101,14 @@ async def transaction(tx: Tx, kiosk_id: str, ktid: str) -> sqlite3.Row | None:
     return await tx.one(
         "SELECT * FROM kiosk_transactions WHERE kiosk_id = ? AND kiosk_transaction_id = ?", (kiosk_id, ktid)
     )
+
+
+async def transaction_now(db: Database, kiosk_id: str, ktid: str) -> sqlite3.Row | None:
+    """A kiosk transaction by one point lookup outside any transaction (see `step_now`)."""
+    rows = await db.query(
+        "SELECT * FROM kiosk_transactions WHERE kiosk_id = ? AND kiosk_transaction_id = ?", (kiosk_id, ktid)
+    )
+    return rows[0] if rows else None
 
 
 async def insert_transaction(tx: Tx, row: dict) -> None:

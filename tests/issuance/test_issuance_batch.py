@@ -1,0 +1,114 @@
+"""Group commit of kiosk steps (server.issuance.batch), in-process on a real database file: steps
+that arrive together share one transaction, a failing step leaves nothing behind and harms no
+other, and no answer is given before COMMIT."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from server.db import Database, Migration
+from server.errors import FailedPrecondition, Unavailable
+from server.issuance.batch import MAX_BATCH, StepCommitter
+
+SCHEMA = Migration("core", 1, "t", """
+CREATE TABLE parents (id TEXT PRIMARY KEY);
+CREATE TABLE rows (id TEXT PRIMARY KEY, parent TEXT REFERENCES parents(id) DEFERRABLE INITIALLY DEFERRED);
+""")
+
+
+@pytest.fixture
+async def db(tmp_path):
+    database = await Database(tmp_path / "batch.db").open(migrations=[SCHEMA])
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+def insert(row_id: str, parent: str | None = None):
+    async def fn(tx):
+        await tx.execute("INSERT INTO rows (id, parent) VALUES (?, ?)", (row_id, parent))
+        return row_id
+    return fn
+
+
+async def stored(db) -> list[str]:
+    return [r[0] for r in await db.query("SELECT id FROM rows ORDER BY id")]
+
+
+async def test_steps_arriving_together_commit_in_one_transaction(db):
+    committer = StepCommitter(db)
+    answers = await asyncio.gather(*(committer.run(insert(f"r{i:02d}")) for i in range(10)))
+    assert answers == [f"r{i:02d}" for i in range(10)]
+    assert (committer.batches, committer.steps) == (1, 10)
+    assert await stored(db) == [f"r{i:02d}" for i in range(10)]
+
+
+async def test_a_lone_step_commits_alone_and_batches_are_bounded(db):
+    committer = StepCommitter(db)
+    assert await committer.run(insert("alone")) == "alone"
+    assert (committer.batches, committer.steps) == (1, 1)
+    await asyncio.gather(*(committer.run(insert(f"b{i:03d}")) for i in range(MAX_BATCH + 5)))
+    assert committer.batches == 3 and committer.steps == MAX_BATCH + 6
+    assert len(await stored(db)) == MAX_BATCH + 6
+
+
+async def test_a_failing_step_rolls_back_alone(db):
+    committer = StepCommitter(db)
+
+    async def writes_then_refuses(tx):
+        await tx.execute("INSERT INTO rows (id) VALUES ('half')")
+        raise FailedPrecondition("NOPE", "refused after writing")
+
+    async def duplicate(tx):
+        await tx.execute("INSERT INTO rows (id) VALUES ('a')")  # 'a' is inserted earlier in the batch
+
+    results = await asyncio.gather(committer.run(insert("a")), committer.run(writes_then_refuses),
+                                   committer.run(duplicate), committer.run(insert("b")), return_exceptions=True)
+    assert results[0] == "a" and results[3] == "b"
+    assert isinstance(results[1], FailedPrecondition) and results[1].reason == "NOPE"
+    assert "UNIQUE" in str(results[2])
+    assert committer.batches == 1
+    assert await stored(db) == ["a", "b"]  # nothing of the failed steps, all of the others
+
+
+async def test_no_answer_before_commit_and_a_failed_commit_stores_nothing(db):
+    """A deferred foreign key fails at COMMIT: every step of that batch is told to send again
+    (UNAVAILABLE), none is answered as done, and nothing of the batch is stored."""
+    committer = StepCommitter(db)
+    results = await asyncio.gather(committer.run(insert("ok-1")), committer.run(insert("orphan", parent="none")),
+                                   committer.run(insert("ok-2")), return_exceptions=True)
+    assert all(isinstance(r, Unavailable) and r.reason == "STEP_NOT_STORED" for r in results), results
+    assert await stored(db) == []
+    assert committer.batches == 0
+    # the writer is usable again afterwards
+    assert await committer.run(insert("after")) == "after"
+    assert await stored(db) == ["after"]
+
+
+async def test_steps_queued_while_a_batch_runs_go_into_the_next(db):
+    committer = StepCommitter(db)
+    late: list[asyncio.Future] = []
+
+    async def submits_more(tx):
+        # arrives while this batch runs (as a message read during a long batch would)
+        late.append(asyncio.ensure_future(committer.run(insert("late"))))
+        await tx.execute("INSERT INTO rows (id) VALUES ('first')")
+        return "first"
+
+    assert await committer.run(submits_more) == "first"
+    assert await late[0] == "late"
+    assert committer.batches == 2
+    assert await stored(db) == ["first", "late"]
+
+
+async def test_a_caller_that_went_away_still_has_its_step_stored(db):
+    committer = StepCommitter(db)
+    gone = asyncio.ensure_future(committer.run(insert("gone")))
+    stays = asyncio.ensure_future(committer.run(insert("stays")))
+    await asyncio.sleep(0)
+    gone.cancel()
+    assert await stays == "stays"
+    assert await stored(db) == ["gone", "stays"]
