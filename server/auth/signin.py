@@ -91,18 +91,21 @@ class Authenticator:
             raise InvalidArgument.field(violations[0], "required")
         now = self._p.clock.now()
         now_ms = to_epoch_ms(now)
-        challenge = await store.get_challenge(self._p.db, challenge_id)
-        self._check_challenge(challenge, now_ms)
-        trust = await self._trust.current()
-        try:
-            card = trust.verify(certificate, usage="auth", now=now)
-            verify_signature(card, challenge["nonce"], signature)
-        except CertificateRejected as rejected:
-            raise Unauthenticated(rejected.reason, _REFUSALS.get(rejected.reason, "card refused")) from None
+        # Parse and chain checks need no lock (and are remembered per certificate); the nonce, the
+        # CRL in force, the signature and the card link are all taken in the one write
+        # transaction: a refusal rolls it back, so a refused attempt leaves the nonce unspent.
+        self._trust.last.warm(certificate)
         async with self._p.db.write() as tx:
-            if not await store.consume_challenge(tx, challenge_id, now_ms):
+            nonce = await store.consume_challenge(tx, challenge_id, now_ms)
+            if nonce is None:
                 self._check_challenge(await store.get_challenge(tx, challenge_id), now_ms)
                 raise Unauthenticated("NONCE_REPLAYED", "this challenge has been used; ask for a new one")
+            trust = await self._trust.current(tx)
+            try:
+                card = trust.verify(certificate, usage="auth", now=now)
+                verify_signature(card, nonce, signature)
+            except CertificateRejected as rejected:
+                raise Unauthenticated(rejected.reason, _REFUSALS.get(rejected.reason, "card refused")) from None
             resident_id = await store.linked_resident(tx, card.issuer, card.serial_hex)
             if resident_id is None:
                 raise FailedPrecondition("CARD_NOT_LINKED",

@@ -22,13 +22,14 @@ async def get_challenge(reader: Tx | Database, challenge_id: str) -> sqlite3.Row
     return await reader.one(sql, params)
 
 
-async def consume_challenge(tx: Tx, challenge_id: str, now_ms: int) -> bool:
-    """Mark the nonce used; False if it was used already or has expired (single use, atomically)."""
-    changed = await tx.execute(
-        "UPDATE challenges SET used_at_ms = ? WHERE challenge_id = ? AND used_at_ms IS NULL AND expires_at_ms > ?",
+async def consume_challenge(tx: Tx, challenge_id: str, now_ms: int) -> bytes | None:
+    """Mark the nonce used and return it; None if it is unknown, used already or expired (single
+    use, atomically)."""
+    return await tx.scalar(
+        "UPDATE challenges SET used_at_ms = ? WHERE challenge_id = ? AND used_at_ms IS NULL AND expires_at_ms > ?"
+        " RETURNING nonce",
         (now_ms, challenge_id, now_ms),
     )
-    return changed == 1
 
 
 async def purge_challenges(tx: Tx, before_ms: int) -> None:

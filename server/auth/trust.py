@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from server.auth import store
 from server.crypto.jpki import CardTrust
-from server.db import Database
+from server.db import Database, Tx
 
 
 class TrustStore:
@@ -18,14 +18,28 @@ class TrustStore:
         self._db = db
         self._versions: dict[str, int] = {}
 
-    async def current(self) -> CardTrust:
-        """The trust to verify with now (reloads CRLs when another process stored a newer one)."""
-        versions = await store.crl_versions(self._db)
+    @property
+    def last(self) -> CardTrust:
+        """The trust as last loaded, without asking the database (for `CardTrust.warm` only: a
+        verdict needs `current`)."""
+        return self._trust
+
+    async def current(self, tx: Tx | None = None) -> CardTrust:
+        """The trust to verify with now (reloads CRLs when another process stored a newer one).
+
+        Inside a write transaction pass `tx`: the CRLs are then read under the same lock that
+        SubmitRevocationList takes, so a revocation is either seen or committed after this use."""
+        versions = await store.crl_versions(tx if tx is not None else self._db)
         if versions == self._versions:
             return self._trust
-        async with self._db.read() as tx:
-            versions = await store.crl_versions(tx)
-            ders = await store.crls(tx)
+        if tx is not None:
+            return self._reload(versions, await store.crls(tx))
+        async with self._db.read() as snapshot:
+            versions = await store.crl_versions(snapshot)
+            ders = await store.crls(snapshot)
+        return self._reload(versions, ders)
+
+    def _reload(self, versions: dict[str, int], ders: list[bytes]) -> CardTrust:
         trust = self._base
         for der in ders:
             trust = trust.with_crl(der)

@@ -235,7 +235,10 @@ class CardTrust:
     ) -> None:
         """Raises CertificateRejected("UNKNOWN_ISSUER") for a CRL that no anchor signed."""
         self._anchors: tuple[x509.Certificate, ...] = tuple(anchors)
+        self._keys: tuple[bytes, ...] = tuple(_anchor_key(a) for a in self._anchors)
         self._crls: dict[bytes, x509.CertificateRevocationList] = {}
+        # Shared by every copy (with_crl keeps the anchors, so what it holds stays true for all).
+        self._parsed: dict[bytes, _ParsedCard] = {}
         for der in crls:
             self._add_crl(der)
 
@@ -265,13 +268,18 @@ class CardTrust:
 
     def crl_for(self, anchor: x509.Certificate) -> x509.CertificateRevocationList | None:
         """The CRL currently held for `anchor`, if any."""
+        for candidate, key in zip(self._anchors, self._keys):
+            if candidate is anchor:
+                return self._crls.get(key)
         return self._crls.get(_anchor_key(anchor))
 
     def with_crl(self, der: bytes) -> CardTrust:
         """A copy that also holds CRL `der`, keeping the newer of two CRLs from one issuer."""
         clone = CardTrust.__new__(CardTrust)
         clone._anchors = self._anchors
+        clone._keys = self._keys
         clone._crls = dict(self._crls)
+        clone._parsed = self._parsed
         clone._add_crl(der)
         return clone
 
@@ -280,7 +288,7 @@ class CardTrust:
             crl = x509.load_der_x509_crl(der)
         except ValueError as exc:
             raise CertificateRejected("CRL_UNAVAILABLE", f"CRL does not parse: {exc}") from exc
-        for anchor in self._anchors:
+        for anchor, key in zip(self._anchors, self._keys):
             if anchor.subject != crl.issuer:
                 continue
             try:
@@ -288,7 +296,6 @@ class CardTrust:
             except (TypeError, ValueError):
                 ok = False
             if ok:
-                key = _anchor_key(anchor)
                 held = self._crls.get(key)
                 if held is None or _crl_rank(crl) > _crl_rank(held):
                     self._crls[key] = crl
@@ -299,66 +306,136 @@ class CardTrust:
         """Check a card certificate for `usage` at `now`; raise CertificateRejected if unfit.
 
         Order: parse, issuer, validity period, usage (policy + key usage), revocation.
+
+        What a certificate's bytes alone decide (it parses, an anchor signed it, its usage, its
+        holder) is worked out once per certificate and kept (`warm`); the validity period and the
+        revocation list in force are checked on every call.
         """
         if usage not in ("auth", "sign"):
             raise ValueError(f"usage must be 'auth' or 'sign', not {usage!r}")
         now = _aware(now)
+        parsed = self._parsed.get(cert_der) if type(cert_der) is bytes else None
+        if parsed is None:
+            parsed = self._parse(bytes(cert_der))
 
+        if now < parsed.not_before:
+            raise CertificateRejected("CERT_NOT_YET_VALID", parsed.not_before.isoformat())
+        if now > parsed.not_after:
+            raise CertificateRejected("CERT_EXPIRED", parsed.not_after.isoformat())
+
+        refusal = parsed.usage_refusal(usage)
+        if refusal is not None:
+            raise CertificateRejected(*refusal)
+
+        crl = self._crls.get(parsed.anchor_key)
+        if crl is None:
+            raise CertificateRejected("CRL_UNAVAILABLE", "no CRL from the issuer")
+        next_update = crl.next_update_utc
+        if next_update is None or next_update < now:
+            raise CertificateRejected("CRL_UNAVAILABLE", "the issuer's CRL is out of date")
+        if crl.get_revoked_certificate_by_serial_number(parsed.serial) is not None:
+            raise CertificateRejected("CERT_REVOKED", format(parsed.serial, "x"))
+
+        return parsed.card(usage)
+
+    def warm(self, cert_der: bytes) -> None:
+        """Do the checks that need only the certificate (parse, chain) now, outside any lock, so
+        that a later `verify` finds them done. A certificate that fails them is left for `verify`
+        to refuse."""
+        if type(cert_der) is not bytes or cert_der not in self._parsed:
+            try:
+                self._parse(bytes(cert_der))
+            except CertificateRejected:
+                pass
+
+    def _parse(self, der: bytes) -> _ParsedCard:
+        """Parse `der` and find the anchor that signed it; remembered only when one did."""
         try:
-            cert = x509.load_der_x509_certificate(bytes(cert_der))
+            cert = x509.load_der_x509_certificate(der)
             # Extensions parse lazily; force it here so a bad one is MALFORMED, not a crash later.
-            extensions = cert.extensions
+            cert.extensions
             issuer_name = cert.issuer
         except (ValueError, TypeError) as exc:
             raise CertificateRejected("MALFORMED_CERTIFICATE", str(exc)) from exc
 
-        anchor = self._issuing_anchor(cert)
-        if anchor is None:
+        anchor_key = self._issuing_anchor_key(cert)
+        if anchor_key is None:
             raise CertificateRejected("UNKNOWN_ISSUER", issuer_name.rfc4514_string())
+        parsed = _ParsedCard(der, cert, anchor_key)
+        if len(self._parsed) >= MAX_REMEMBERED_CERTIFICATES:
+            del self._parsed[next(iter(self._parsed))]  # the oldest
+        self._parsed[der] = parsed
+        return parsed
 
-        if now < cert.not_valid_before_utc:
-            raise CertificateRejected("CERT_NOT_YET_VALID", cert.not_valid_before_utc.isoformat())
-        if now > cert.not_valid_after_utc:
-            raise CertificateRejected("CERT_EXPIRED", cert.not_valid_after_utc.isoformat())
-
-        _check_usage(extensions, usage)
-
-        crl = self._crls.get(_anchor_key(anchor))
-        if crl is None:
-            raise CertificateRejected("CRL_UNAVAILABLE", "no CRL from the issuer")
-        if crl.next_update_utc is None or crl.next_update_utc < now:
-            raise CertificateRejected("CRL_UNAVAILABLE", "the issuer's CRL is out of date")
-        if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
-            raise CertificateRejected("CERT_REVOKED", format(cert.serial_number, "x"))
-
-        holder = None
-        if usage == "sign":
-            try:
-                holder = holder_from_certificate(cert)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise CertificateRejected("MALFORMED_CERTIFICATE", f"holder attributes: {exc}") from exc
-
-        return VerifiedCard(
-            issuer=issuer_name.rfc4514_string(),
-            serial=cert.serial_number,
-            not_after=cert.not_valid_after_utc,
-            public_key=cert.public_key(),  # type: ignore[arg-type]
-            usage=usage,
-            holder=holder,
-            subject=cert.subject.rfc4514_string(),
-            fingerprint=hashlib.sha256(bytes(cert_der)).hexdigest(),
-        )
-
-    def _issuing_anchor(self, cert: x509.Certificate) -> x509.Certificate | None:
-        for anchor in self._anchors:
+    def _issuing_anchor_key(self, cert: x509.Certificate) -> bytes | None:
+        for anchor, key in zip(self._anchors, self._keys):
             if anchor.subject != cert.issuer:
                 continue
             try:
                 cert.verify_directly_issued_by(anchor)
             except (ValueError, TypeError, InvalidSignature):
                 continue
-            return anchor
+            return key
         return None
+
+
+# Certificates whose chain was checked, kept per trust (a card signs in again and again). Bounded:
+# only certificates an anchor signed get in, and the oldest goes first.
+MAX_REMEMBERED_CERTIFICATES = 4096
+
+
+class _ParsedCard:
+    """What one certificate's bytes decide, worked out once: never a verdict on revocation or time."""
+
+    __slots__ = ("cert", "anchor_key", "serial", "not_before", "not_after", "_der", "_usage", "_cards")
+
+    def __init__(self, der: bytes, cert: x509.Certificate, anchor_key: bytes) -> None:
+        self._der = der
+        self.cert = cert
+        self.anchor_key = anchor_key
+        self.serial = cert.serial_number
+        self.not_before = cert.not_valid_before_utc
+        self.not_after = cert.not_valid_after_utc
+        self._usage: dict[str, tuple[str, str] | None] = {}
+        self._cards: dict[str, VerifiedCard | tuple[str, str]] = {}
+
+    def usage_refusal(self, usage: Usage) -> tuple[str, str] | None:
+        """(reason, detail) when the certificate is not for `usage`, else None."""
+        if usage not in self._usage:
+            try:
+                _check_usage(self.cert.extensions, usage)
+                self._usage[usage] = None
+            except CertificateRejected as rejected:
+                self._usage[usage] = (rejected.reason, rejected.detail)
+        return self._usage[usage]
+
+    def card(self, usage: Usage) -> VerifiedCard:
+        """The verified card for `usage` (its holder read from a signature certificate)."""
+        found = self._cards.get(usage)
+        if found is None:
+            found = self._cards[usage] = self._make_card(usage)
+        if isinstance(found, tuple):
+            raise CertificateRejected(*found)
+        return found
+
+    def _make_card(self, usage: Usage) -> VerifiedCard | tuple[str, str]:
+        cert = self.cert
+        holder = None
+        if usage == "sign":
+            try:
+                holder = holder_from_certificate(cert)
+            except (ValueError, UnicodeDecodeError) as exc:
+                return ("MALFORMED_CERTIFICATE", f"holder attributes: {exc}")
+        return VerifiedCard(
+            issuer=cert.issuer.rfc4514_string(),
+            serial=self.serial,
+            not_after=self.not_after,
+            public_key=cert.public_key(),  # type: ignore[arg-type]
+            usage=usage,
+            holder=holder,
+            subject=cert.subject.rfc4514_string(),
+            fingerprint=hashlib.sha256(self._der).hexdigest(),
+        )
 
 
 def _check_usage(extensions: x509.Extensions, usage: Usage) -> None:

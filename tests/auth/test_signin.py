@@ -134,6 +134,41 @@ async def test_revoked_card_refused_after_crl_intake(enrolled):
     await expect_error(stub.SignIn(sign_in_request(challenge, card)), U, "CERT_REVOKED")
 
 
+async def test_card_that_signed_in_before_is_refused_once_revoked(enrolled):
+    platform, stub, _, card = enrolled
+    await platform.sign_in(card)  # the certificate's chain check is now remembered
+    platform.pki.revoke_card(card, now=platform.clock.now())
+    operator = auth_pb2_grpc.AuthServiceStub(platform.operator())
+    await operator.SubmitRevocationList(auth_pb2.SubmitRevocationListRequest(
+        request_id="crl-2", crl=platform.pki.crl_path.read_bytes()))
+    challenge = await stub.CreateChallenge(auth_pb2.CreateChallengeRequest())
+    await expect_error(stub.SignIn(sign_in_request(challenge, card)), U, "CERT_REVOKED")
+    # the refusal spent nothing: the challenge is still unused
+    row = await platform.db.query("SELECT used_at_ms FROM challenges WHERE challenge_id = ?", (challenge.challenge_id,))
+    assert row[0]["used_at_ms"] is None
+
+
+async def test_crl_stored_by_another_process_refuses_the_next_sign_in(enrolled):
+    from server.auth import store
+    from server.clock import to_epoch_ms
+    from server.db import Database
+    from cryptography import x509
+
+    platform, stub, _, card = enrolled
+    await platform.sign_in(card)
+    platform.pki.revoke_card(card, now=platform.clock.now())
+    der = platform.pki.crl_path.read_bytes()
+    crl = x509.load_der_x509_crl(der)
+    other = await Database(platform.db.path).open()  # as another server process on the same file
+    try:
+        async with other.write() as tx:
+            assert await store.put_crl(tx, crl.issuer.rfc4514_string(), der, to_epoch_ms(crl.last_update_utc))
+    finally:
+        await other.close()
+    challenge = await stub.CreateChallenge(auth_pb2.CreateChallengeRequest())
+    await expect_error(stub.SignIn(sign_in_request(challenge, card)), U, "CERT_REVOKED")
+
+
 async def test_crl_intake_is_for_operators_only_and_checks_issuer(enrolled, tmp_path):
     platform, stub, _, _ = enrolled
     request = auth_pb2.SubmitRevocationListRequest(request_id="crl-x", crl=platform.pki.crl_path.read_bytes())
