@@ -123,7 +123,8 @@ def bearer(token: str) -> tuple[tuple[str, str]]:
 
 
 def settings_for(data_dir: Path, **overrides: Any) -> Settings:
-    return Settings(data_dir=data_dir, grpc_port=0, **overrides)
+    # Background sweeps off: a test drives them with `services["timers"].run_due()` and its FixedClock.
+    return Settings(data_dir=data_dir, grpc_port=0, **{"timers": False, **overrides})
 
 
 @asynccontextmanager
