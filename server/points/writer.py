@@ -204,21 +204,36 @@ class BatchWriter:
 
         The batch runs on the loop's thread, so nothing can join it once it started: each request
         that misses it pays for a transaction of its own (BEGIN, COMMIT, the pages written), which
-        costs more than its transfer. So the drain yields to the loop for as long as the loop has
-        other work (requests on their way here), and stops as soon as the loop is idle (no one is
-        about to submit: a lone request waits a few microseconds), at LINGER_S, or when the batch
-        is full. Measured with 50 clients: about 8 transfers a batch instead of 1-2, and a quarter
-        less server CPU per transfer.
+        costs more than its transfer. So the drain waits for as long as the loop has other work
+        (requests on their way here), and goes as soon as the loop is idle (no one is about to
+        submit: a lone request waits a few microseconds), at LINGER_S, or when the batch is full.
+
+        The loop is watched by a callback that re-schedules itself every round and times it: a
+        bare callback costs a fraction of a task step, and there are dozens of rounds a batch.
+        Measured over gRPC with 50 clients: committing at once made batches of 1-2 and cost about a
+        third more server CPU per transfer; yielding a task step per round, about 15 % more than
+        this callback; with 4 clients this was also the lowest latency of the variants tried (fixed
+        1-10 ms timers doubled it).
         """
-        deadline = time.perf_counter() + LINGER_S
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        last = time.perf_counter()
+        deadline = last + LINGER_S
         idle = 0
-        while len(self._queue) < self._max_batch:
-            began = time.perf_counter()
-            await asyncio.sleep(0)
+
+        def round_ended() -> None:
+            nonlocal last, idle
             now = time.perf_counter()
-            idle = idle + 1 if now - began < IDLE_ROUND_S else 0
-            if idle >= IDLE_ROUNDS or now > deadline:
-                return
+            idle = idle + 1 if now - last < IDLE_ROUND_S else 0
+            last = now
+            if idle >= IDLE_ROUNDS or now > deadline or len(self._queue) >= self._max_batch:
+                if not done.done():
+                    done.set_result(None)
+            else:
+                loop.call_soon(round_ended)
+
+        loop.call_soon(round_ended)
+        await done
 
     async def aclose(self) -> None:
         """Let the batch in flight commit (its callers are owed an answer)."""
