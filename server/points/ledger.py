@@ -116,9 +116,13 @@ def expiry_months(conn: sqlite3.Connection, municipality: str) -> int:
 
 
 def open_lot(conn: sqlite3.Connection, account: int, amount: int, municipality: str, now_ms: int) -> None:
+    _insert_lot(conn, account, amount, now_ms, add_months(now_ms, expiry_months(conn, municipality)))
+
+
+def _insert_lot(conn: sqlite3.Connection, account: int, amount: int, now_ms: int, expires_ms: int) -> None:
     conn.execute(
         "INSERT INTO points_lots (account_id, amount, remaining, granted_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?)",
-        (account, amount, amount, now_ms, add_months(now_ms, expiry_months(conn, municipality))),
+        (account, amount, amount, now_ms, expires_ms),
     )
 
 
@@ -228,24 +232,38 @@ def define_event(conn: sqlite3.Connection, now_ms: int, municipality: str, title
 
 # --- grants, conversion, placement ------------------------------------------------------------
 
+_GRANT_LOOKUP = (
+    "SELECT (SELECT account_id FROM points_accounts WHERE kind='issuance' AND owner='' AND municipality_code=:lg"
+    "        AND event_id='') AS source,"
+    " (SELECT expiry_months FROM points_rules WHERE municipality_code=:lg) AS months,"
+    " a.account_id AS target, a.balance AS balance"
+    " FROM (SELECT 1) LEFT JOIN points_accounts a"
+    "   ON a.kind='resident' AND a.owner=:mykey AND a.municipality_code=:lg AND a.event_id=:event"
+)
+
+
 def grant(conn: sqlite3.Connection, now_ms: int, municipality: str, mykey_id: str, amount: int,
           event_id: str = "") -> pb.GrantPointsResponse:
     check_lgcode(municipality)
     if not mykey_id:
         raise InvalidArgument.field("mykey_id", "required")
     check_amount(amount)
-    existing = find_account(conn, "resident", mykey_id, municipality, event_id)
-    if existing is None:  # an account exists only once its owner and event were checked
+    # The issuance account, the expiry rule and the resident's account in one statement (three
+    # indexed lookups), rather than three round trips through the driver.
+    source, months, target, balance = conn.execute(
+        _GRANT_LOOKUP, {"lg": municipality, "mykey": mykey_id, "event": event_id}).fetchone()
+    if target is None:  # an account exists only once its owner and event were checked
         require_mykey(conn, mykey_id)
         if event_id and event_row(conn, event_id)["municipality_code"] != municipality:
             raise NotFound("EVENT_NOT_FOUND", "no such support event in this municipality")
-    target = existing["account_id"] if existing else account_id(conn, "resident", mykey_id, municipality, event_id)
-    source = account_id(conn, "issuance", "", municipality)
+        target, balance = account_id(conn, "resident", mykey_id, municipality, event_id), 0
+    if source is None:
+        source = account_id(conn, "issuance", "", municipality)
     # What `post` would look up is known here: the debit is an issuance account (never overdrawn by
     # rule), the credit a resident account (not a partner's), the amount was checked above.
     transfer_id = _write_transfer(conn, source, target, amount, "grant", "", now_ms)
-    open_lot(conn, target, amount, municipality, now_ms)
-    return pb.GrantPointsResponse(transfer_id=transfer_id, balance=(existing["balance"] if existing else 0) + amount)
+    _insert_lot(conn, target, amount, now_ms, add_months(now_ms, months or DEFAULT_EXPIRY_MONTHS))
+    return pb.GrantPointsResponse(transfer_id=transfer_id, balance=balance + amount)
 
 
 def correct_grant(conn: sqlite3.Connection, now_ms: int, municipality: str, transfer_id: str,
