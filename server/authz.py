@@ -60,6 +60,7 @@ class Machine:
 
 
 Principal = Anonymous | Resident | Machine
+ANONYMOUS = Anonymous()  # immutable: one instance serves every anonymous call
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,18 @@ it through `current()`. Database connections are never kept here.
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from server.authz import Anonymous, Principal
+from server.authz import ANONYMOUS, Principal
 
 _current: contextvars.ContextVar["CallContext"] = contextvars.ContextVar("onestop_call")
 
 
-@dataclass
+@dataclass(slots=True)
 class CallContext:
     method: str
     request_id: str
-    principal: Principal = field(default_factory=Anonymous)
+    principal: Principal = ANONYMOUS
     via_gateway: bool = False
 
 

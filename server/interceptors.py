@@ -18,14 +18,13 @@ import secrets
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from grpc import aio
 
 from server import authz, context
-from server.authz import Anonymous, Machine, Principal, Resident
+from server.authz import ANONYMOUS, Machine, Principal, Resident
 from server.crypto.machine import identity_from_pem
 from server.errors import DomainError, PermissionDenied, Unauthenticated
 
@@ -44,13 +43,17 @@ def next_request_id() -> str:
     return f"{_PROCESS_TAG}{next(_sequence):x}"
 
 
-@dataclass
 class _CallState:
-    call: context.CallContext
-    token: Any
-    metadata: dict[str, str]
-    started: float
-    code: str = "OK"
+    """One call's state between the pipeline's pieces (a plain class: made on every call)."""
+
+    __slots__ = ("call", "token", "authorization", "started", "code")
+
+    def __init__(self, call: context.CallContext, token: Any, authorization: str, started: float) -> None:
+        self.call = call
+        self.token = token
+        self.authorization = authorization
+        self.started = started
+        self.code = "OK"
 
 
 class MethodTable(grpc.GenericRpcHandler):
@@ -90,7 +93,8 @@ class WrappingRegistrar:
             self._table = MethodTable()
             self._server.add_generic_rpc_handlers((self._table,))
         if method not in self._table.methods:
-            self._table.methods[method] = self._pipeline.wrap(method, handler)
+            # Health and reflection answer any caller, untouched (as through Pipeline.intercept_service).
+            self._table.methods[method] = handler if method.startswith("/grpc.") else self._pipeline.wrap(method, handler)
 
     def add_generic_rpc_handlers(self, handlers) -> None:
         for handler in handlers:
@@ -180,18 +184,22 @@ class Pipeline(aio.ServerInterceptor):
 
     def _open(self, method: str, ctx: aio.ServicerContext) -> "_CallState":
         """1. request id (and the call context every handler reads)."""
-        metadata = {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}
-        request_id = metadata.get("x-request-id", "")
+        request_id = authorization = ""
+        for key, value in ctx.invocation_metadata() or ():  # the last of repeated keys counts
+            if key == "x-request-id":
+                request_id = value if isinstance(value, str) else ""
+            elif key == "authorization":
+                authorization = value if isinstance(value, str) else ""
         if not request_id or len(request_id) > MAX_REQUEST_ID or not request_id.isprintable():
             request_id = next_request_id()
-        call = context.CallContext(method=method, request_id=request_id)
+        call = context.CallContext(method, request_id)
         ctx.set_trailing_metadata((("x-request-id", request_id),))
-        return _CallState(call, context.enter(call), metadata, time.perf_counter())
+        return _CallState(call, context.enter(call), authorization, time.perf_counter())
 
     async def _admit(self, state: "_CallState", ctx: aio.ServicerContext) -> None:
         """4-5. authentication, then the method's rule."""
         call = state.call
-        call.principal, call.via_gateway = await self._authenticate(state.metadata, ctx)
+        call.principal, call.via_gateway = await self._authenticate(state.authorization, ctx)
         rule = authz.rule_for(call.method)
         if rule is None:
             raise PermissionDenied("NO_RULE", "this method has no authorisation rule")
@@ -238,15 +246,16 @@ class Pipeline(aio.ServerInterceptor):
             })
         context.leave(state.token)
 
-    async def _authenticate(self, metadata: dict[str, str], ctx: aio.ServicerContext) -> tuple[Principal, bool]:
+    async def _authenticate(self, bearer: str, ctx: aio.ServicerContext) -> tuple[Principal, bool]:
         machine: Machine | None = None
-        pem = (ctx.auth_context() or {}).get("x509_pem_cert")
+        # Without a client certificate there are no peer identities (cheap to ask); only then is the
+        # whole auth context worth building.
+        pem = (ctx.auth_context() or {}).get("x509_pem_cert") if ctx.peer_identities() is not None else None
         if pem:
             identity = identity_from_pem(pem[0])
             if identity is None:
                 raise Unauthenticated("UNKNOWN_CLIENT_CERTIFICATE", "the client certificate names no principal")
             machine = Machine(identity.role, identity.id, dict(identity.attributes))
-        bearer = metadata.get("authorization", "")
         if bearer:
             scheme, _, token = bearer.partition(" ")
             if scheme.lower() != "bearer" or not token:
@@ -255,4 +264,4 @@ class Pipeline(aio.ServerInterceptor):
             return resident, machine is not None and machine.role == "gateway"
         if machine is not None:
             return machine, False
-        return Anonymous(), False
+        return ANONYMOUS, False

@@ -151,3 +151,17 @@ async def test_registered_services_are_served_through_the_pipeline():
             assert ("x-request-id", "req-9") in tuple(await call.trailing_metadata())
     finally:
         await server.stop(0)
+
+
+def test_registrar_leaves_health_and_reflection_untouched():
+    from grpc_health.v1 import health, health_pb2_grpc
+
+    from server.interceptors import WrappingRegistrar
+
+    server = _RecordingServer()
+    registrar = WrappingRegistrar(server, Pipeline(_no_resident))
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, registrar)
+    assert server.registered == []
+    check = registrar.methods["/grpc.health.v1.Health/Check"]
+    assert check.unary_unary.__self__ is servicer  # the servicer's own method, no pipeline around it
