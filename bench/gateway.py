@@ -8,8 +8,12 @@ GPS-tagged JPEG at once over real sockets, to the gateway and then to the baseli
 
 Figures: throughput in MB/s of request bytes (10^6 bytes per second, wall time of the ten), and
 each process's peak resident memory (VmHWM from /proc). The gateway's upload is end to end: the
-server also sniffs, strips EXIF/GPS by re-encoding and stores each photo before the gateway replies.
+server also sniffs, strips EXIF/GPS (losslessly, by segment) and stores each photo before the gateway replies.
 A gateway that buffered whole files would show ~80 MiB more peak memory than the baseline.
+
+Each subject (through the gateway, the bare discard, straight over gRPC) runs ROUNDS interleaved rounds
+of ten; throughput is over the summed wall time, and the CPU each process spent per MB is reported
+beside it (robust to other load on the shared machine).
 
 `python -m bench.gateway` prints the rows (`python -m bench.gateway baseline PORT` serves the baseline).
 """
@@ -35,6 +39,7 @@ from bench.common import Row
 REPO = Path(__file__).resolve().parent.parent
 
 UPLOADS = 10
+ROUNDS = 3
 PHOTO_BYTES = 8 * 1024 * 1024
 READY_TIMEOUT_S = 30.0
 UPLOAD_TIMEOUT_S = 300.0
@@ -65,6 +70,59 @@ def serve_baseline(port: int) -> None:
 
     uvicorn.run(baseline_app(), host="127.0.0.1", port=port, loop="uvloop", http="h11", log_level="warning",
                 access_log=False)
+
+
+async def serve_grpc_discard(port: int, pki: Path) -> None:
+    """A bare grpc.aio server (uvloop, the same TLS certificate as ours) whose one client-streaming
+    method parses the same UploadAttachmentRequest messages and drops them: the floor under the
+    server's own upload path (no auth, no files, no database)."""
+    import grpc
+    from grpc import aio
+    from onestop.application.v1 import application_pb2 as pb
+
+    async def discard(requests, context):
+        received = 0
+        async for message in requests:
+            received += len(message.chunk)
+        return pb.UploadAttachmentResponse(version=received)
+
+    server = aio.server(options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)])
+    handler = grpc.stream_unary_rpc_method_handler(discard, request_deserializer=pb.UploadAttachmentRequest.FromString,
+                                                   response_serializer=pb.UploadAttachmentResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Discard", {"Upload": handler}),))
+    credentials = grpc.ssl_server_credentials([((pki / "server.key").read_bytes(), (pki / "server.pem").read_bytes())])
+    server.add_secure_port(f"127.0.0.1:{port}", credentials)
+    await server.start()
+    print("ready", flush=True)
+    await server.wait_for_termination()
+
+
+async def _grpc_discard_ten_at_once(port: int, pki_dir: Path, photo: bytes, chunk: int = 256 * 1024) -> float:
+    """The same messages as `_grpc_ten_at_once`, to the bare discard server: MB/s of file bytes."""
+    import grpc
+    from onestop.application.v1 import application_pb2 as pb
+
+    credentials = grpc.ssl_channel_credentials((pki_dir / "ca.pem").read_bytes())
+    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
+        upload = channel.stream_unary("/bench.Discard/Upload",
+                                      request_serializer=pb.UploadAttachmentRequest.SerializeToString,
+                                      response_deserializer=pb.UploadAttachmentResponse.FromString)
+
+        async def one(index: int) -> None:
+            async def messages():
+                yield pb.UploadAttachmentRequest(metadata=pb.UploadAttachmentMetadata(
+                    request_id=f"bench-discard-{index}", application_id="app", slot="health_insurance",
+                    declared_content_type="image/jpeg", declared_size=len(photo), filename="photo.jpg"))
+                for start in range(0, len(photo), chunk):
+                    yield pb.UploadAttachmentRequest(chunk=photo[start:start + chunk])
+
+            reply = await upload(messages(), timeout=UPLOAD_TIMEOUT_S)
+            assert reply.version == len(photo)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(UPLOADS)))
+        seconds = time.perf_counter() - started
+    return len(photo) * UPLOADS / seconds / 1e6
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -120,7 +178,8 @@ def _multipart(photo: bytes) -> tuple[bytes, str]:
     return head + photo + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-async def _grpc_ten_at_once(server, pki_dir: Path, token: str, application_ids: list[str], photo: bytes) -> float:
+async def _grpc_ten_at_once(server, pki_dir: Path, token: str, application_ids: list[str], photo: bytes,
+                            tag: str, chunk: int = 256 * 1024) -> float:
     """The same uploads straight to the server's UploadAttachment (no gateway): MB/s of file bytes."""
     import grpc
     from onestop.application.v1 import application_pb2 as pb
@@ -133,10 +192,10 @@ async def _grpc_ten_at_once(server, pki_dir: Path, token: str, application_ids: 
         async def one(index: int, application_id: str) -> None:
             async def messages():
                 yield pb.UploadAttachmentRequest(metadata=pb.UploadAttachmentMetadata(
-                    request_id=f"bench-grpc-{index}", application_id=application_id, slot="health_insurance",
+                    request_id=f"bench-grpc-{tag}-{index}", application_id=application_id, slot="health_insurance",
                     declared_content_type="image/jpeg", declared_size=len(photo), filename="photo.jpg"))
-                for start in range(0, len(photo), 256 * 1024):
-                    yield pb.UploadAttachmentRequest(chunk=photo[start:start + 256 * 1024])
+                for start in range(0, len(photo), chunk):
+                    yield pb.UploadAttachmentRequest(chunk=photo[start:start + chunk])
 
             await stub.UploadAttachment(messages(), metadata=(("authorization", f"Bearer {token}"),),
                                         timeout=UPLOAD_TIMEOUT_S)
@@ -168,10 +227,38 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
                                                                     "PYTHONPATH": f"{REPO / 'gen'}:{REPO}"})
 
 
+class _Tally:
+    """Seconds and bytes over the rounds of one subject, with the CPU its processes spent meanwhile."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.seconds = 0.0
+        self.megabytes = 0.0
+        self.cpu = {name: 0.0 for name in pids}
+
+    async def round(self, megabytes: float, upload) -> None:
+        from bench.harness import cpu_seconds
+
+        before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        rate = await upload()
+        for name, pid in self.pids.items():
+            self.cpu[name] += cpu_seconds(pid) - before[name]
+        self.seconds += megabytes / rate
+        self.megabytes += megabytes
+
+    @property
+    def rate(self) -> float:
+        return self.megabytes / self.seconds
+
+    def cpu_ms_per_mb(self, name: str) -> float:
+        return self.cpu[name] / self.megabytes * 1000
+
+
 async def measure() -> list[Row]:
     from mobile_stub.app import MobileApp, child_allowance_form
     from mobile_stub.photos import jpeg_of_size
     from server.procs import free_port, spawn_server
+
     from server.testing import PASSWORD, PIN
 
     photo = jpeg_of_size(PHOTO_BYTES)
@@ -186,39 +273,72 @@ async def measure() -> list[Row]:
             "ONESTOP_GRPC_MTLS_PORT": str(server.mtls_port), "ONESTOP_HTTP_PORT": str(gateway_port),
             "ONESTOP_LOG_LEVEL": "WARNING"})
         baseline = _spawn(["-m", "bench.gateway", "baseline", str(baseline_port)], {})
+        discard_port = free_port()
+        discard = subprocess.Popen([sys.executable, "-m", "bench.gateway", "grpc-discard", str(discard_port),
+                                    str(data / "pki")], cwd=REPO, stdout=subprocess.PIPE,
+                                   env={**os.environ, "PYTHONPATH": f"{REPO / 'gen'}:{REPO}"})
         try:
+            assert discard.stdout is not None
+            discard.stdout.readline()  # "ready"
             gateway_url, baseline_url = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{baseline_port}"
             await asyncio.gather(_wait_http(gateway_url, gateway), _wait_http(baseline_url, baseline))
             async with MobileApp(gateway_url, card, PIN, PASSWORD, timeout=UPLOAD_TIMEOUT_S) as phone:
                 await phone.sign_in()
                 drafts = [await phone.create_draft("child_allowance.certification", child_allowance_form(card))
-                          for _ in range(2 * UPLOADS + 1)]
+                          for _ in range(2 * UPLOADS * ROUNDS + 1)]
                 headers = phone._headers()
                 token = phone.session["accessToken"]
-            paths = [f"/v1/applications/{d['applicationId']}/attachments" for d in drafts[:UPLOADS + 1]]
-            direct_ids = [d["applicationId"] for d in drafts[UPLOADS + 1:]]
+            ids = [d["applicationId"] for d in drafts]
+            warm, ids = ids[0], ids[1:]
             # Warm-up: one upload each, so both processes have imported and allocated what they need.
-            await _ten_at_once(gateway_url, paths[:1], body, content_type, headers)
+            await _ten_at_once(gateway_url, [f"/v1/applications/{warm}/attachments"], body, content_type, headers)
             await _ten_at_once(baseline_url, ["/upload"], body, content_type, {})
             idle_gateway, idle_baseline = rss_mib(gateway.pid), rss_mib(baseline.pid)
-            gateway_mbps = await _ten_at_once(gateway_url, paths[1:], body, content_type, headers)
-            baseline_mbps = await _ten_at_once(baseline_url, ["/upload"] * UPLOADS, body, content_type, {})
+            megabytes = len(body) * UPLOADS / 1e6
+            through_gateway = _Tally({"gateway": gateway.pid, "server": server.process.pid})
+            bare = _Tally({"baseline": baseline.pid})
+            direct = _Tally({"server": server.process.pid})
+            floor = _Tally({"discard": discard.pid})
+            # Interleaved rounds: noise from the shared machine falls on all three subjects alike.
+            for index in range(ROUNDS):
+                batch, ids = ids[:UPLOADS], ids[UPLOADS:]
+                paths = [f"/v1/applications/{a}/attachments" for a in batch]
+                await through_gateway.round(megabytes, lambda: _ten_at_once(gateway_url, paths, body, content_type,
+                                                                            headers))
+                await bare.round(megabytes, lambda: _ten_at_once(baseline_url, ["/upload"] * UPLOADS, body,
+                                                                  content_type, {}))
+                batch, ids = ids[:UPLOADS], ids[UPLOADS:]
+                await direct.round(len(photo) * UPLOADS / 1e6, lambda: _grpc_ten_at_once(
+                    server, data / "pki", token, batch, photo, str(index)))
+                await floor.round(len(photo) * UPLOADS / 1e6, lambda: _grpc_discard_ten_at_once(
+                    discard_port, data / "pki", photo))
             gateway_peak, baseline_peak = peak_rss_mib(gateway.pid), peak_rss_mib(baseline.pid)
-            direct_mbps = await _grpc_ten_at_once(server, data / "pki", token, direct_ids, photo)
         finally:
-            for process in (gateway, baseline):
+            for process in (gateway, baseline, discard):
                 process.terminate()
                 try:
                     process.wait(10)
                 except subprocess.TimeoutExpired:
                     process.kill()
             server.terminate()
-    size = f"{UPLOADS}×{len(photo) / 2**20:.1f} MiB JPEG"
+    size = f"{UPLOADS}×{len(photo) / 2**20:.1f} MiB JPEG, {ROUNDS} interleaved rounds"
     return [
-        Row("gateway upload (end to end, server strips EXIF and stores)", gateway_mbps, "MB/s",
-            "bare Starlette discard", baseline_mbps, note=size),
-        Row("gateway upload (end to end)", gateway_mbps, "MB/s", "same uploads straight over gRPC", direct_mbps,
-            note="the gateway's cost over the server's own upload path"),
+        Row("gateway upload (end to end, server strips EXIF and stores)", through_gateway.rate, "MB/s",
+            "bare Starlette discard", bare.rate, goal=0.5, note=size),
+        Row("gateway upload (end to end)", through_gateway.rate, "MB/s", "same uploads straight over gRPC",
+            direct.rate, note="the gateway's cost over the server's own upload path"),
+        Row("gateway upload, gateway CPU per MB", through_gateway.cpu_ms_per_mb("gateway"), "ms/MB",
+            "bare Starlette discard", bare.cpu_ms_per_mb("baseline"), higher_is_better=False,
+            note="multipart parsing and gRPC client stream; robust to machine load"),
+        Row("gateway upload, server CPU per MB", through_gateway.cpu_ms_per_mb("server"), "ms/MB",
+            "same uploads straight over gRPC", direct.cpu_ms_per_mb("server"), higher_is_better=False,
+            note="receive, metadata strip (lossless), hash, sync, store"),
+        Row("upload straight over gRPC (server's own path)", direct.rate, "MB/s",
+            "bare grpc.aio client-stream discard", floor.rate,
+            note="same messages, same TLS; the discard parses and drops them"),
+        Row("upload straight over gRPC, server CPU per MB", direct.cpu_ms_per_mb("server"), "ms/MB",
+            "bare grpc.aio client-stream discard", floor.cpu_ms_per_mb("discard"), higher_is_better=False,
+            note="what auth, files, strip, hash, sync and the database add over the framework's floor"),
         Row("gateway peak RSS during uploads", gateway_peak, "MiB", "bare Starlette discard", baseline_peak,
             higher_is_better=False,
             note=f"idle before: gateway {idle_gateway:.0f} MiB, baseline {idle_baseline:.0f} MiB"),
@@ -232,6 +352,8 @@ def run() -> list[Row]:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["baseline"]:
         serve_baseline(int(sys.argv[2]))
+    elif sys.argv[1:2] == ["grpc-discard"]:
+        uvloop.run(serve_grpc_discard(int(sys.argv[2]), Path(sys.argv[3])))
     else:
         from bench.__main__ import print_table
 

@@ -30,7 +30,12 @@ class PartBegin:
 
 @dataclass
 class PartData:
-    data: bytes
+    """A piece of a part's body: a zero-copy view into the network chunk where the parser allows it.
+
+    Valid as long as the caller holds it (the view keeps its chunk alive); never a view into the
+    parser's own reused buffers."""
+
+    data: bytes | memoryview
 
 
 @dataclass
@@ -65,10 +70,17 @@ class _Collector:
             "on_header_value": lambda d, s, e: self._value.extend(d[s:e]),
             "on_header_end": self._header_end,
             "on_headers_finished": self._headers_finished,
-            "on_part_data": lambda d, s, e: self.events.append(PartData(bytes(d[s:e]))),
+            "on_part_data": self._part_data,
             "on_part_end": lambda: self.events.append(PartEnd()),
             "on_end": self._end,
         })
+
+    def _part_data(self, data: bytes | bytearray, start: int, end: int) -> None:
+        # The parser hands out either the chunk we fed it (immutable bytes: a view is safe and saves a
+        # copy of every file byte) or its look-behind buffer (a bytearray it reuses: copied).
+        if start < end:
+            piece = memoryview(data)[start:end] if isinstance(data, bytes) else bytes(data[start:end])
+            self.events.append(PartData(piece))
 
     def _part_begin(self) -> None:
         self._headers = {}

@@ -24,6 +24,51 @@ def _stub(request: Request):
     return backend(request).stub(pb_grpc.ApplicationServiceStub)
 
 
+UPLOAD_METHOD = "/onestop.application.v1.ApplicationService/UploadAttachment"
+
+
+class FileChunk:
+    """An UploadAttachmentRequest with `chunk` set, kept as the pieces that arrived (views into the
+    network chunks) and serialized straight to its wire form: one copy of each file byte instead of
+    three (join into a buffer, bytes() of it, the message's own serialization)."""
+
+    __slots__ = ("pieces", "size")
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes | memoryview] = []
+        self.size = 0
+
+    def add(self, piece: bytes | memoryview) -> None:
+        self.pieces.append(piece)
+        self.size += len(piece)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# Field 2 (`chunk`), wire type 2 (length-delimited).
+_CHUNK_TAG = b"\x12"
+
+
+def serialize_upload(message) -> bytes:
+    """Request serializer for UploadAttachment: protobuf messages as usual, FileChunks by hand."""
+    if isinstance(message, FileChunk):
+        return b"".join([_CHUNK_TAG, _varint(message.size), *message.pieces])
+    return message.SerializeToString()
+
+
+def _upload_call(request: Request):
+    return backend(request).channel.stream_unary(
+        UPLOAD_METHOD, request_serializer=serialize_upload,
+        response_deserializer=pb.UploadAttachmentResponse.FromString)
+
+
 async def create_draft(request: Request) -> Response:
     message = await json_message(request, pb.CreateDraftRequest)
     return await unary(request, _stub(request).CreateDraft, message, status_code=201)
@@ -113,17 +158,17 @@ async def upload_attachment(request: Request) -> Response:
     async def requests():
         try:
             yield first
-            buffer = bytearray()
+            chunk = FileChunk()
             async for event in stream:
                 if isinstance(event, multipart.PartData):
-                    buffer.extend(event.data)
-                    if len(buffer) >= CHUNK_BYTES:
-                        yield pb.UploadAttachmentRequest(chunk=bytes(buffer))
-                        buffer.clear()
+                    chunk.add(event.data)
+                    if chunk.size >= CHUNK_BYTES:
+                        yield chunk
+                        chunk = FileChunk()
                 elif isinstance(event, multipart.PartEnd):
-                    if buffer:
-                        yield pb.UploadAttachmentRequest(chunk=bytes(buffer))
-                        buffer.clear()
+                    if chunk.size:
+                        yield chunk
+                        chunk = FileChunk()
                 elif isinstance(event, multipart.PartBegin):
                     raise GatewayError.field(event.name or "file", "one file per request, and last")
             # The stream ended at the closing boundary: only now is the gRPC stream half-closed.
@@ -131,8 +176,7 @@ async def upload_attachment(request: Request) -> Response:
             failure.append(exc)
             raise
 
-    call = _stub(request).UploadAttachment(requests(), metadata=metadata(request),
-                                          timeout=backend(request).upload_timeout_s)
+    call = _upload_call(request)(requests(), metadata=metadata(request), timeout=backend(request).upload_timeout_s)
     try:
         response = await call
     except (grpc.aio.AioRpcError, asyncio.CancelledError) as error:
