@@ -3,22 +3,26 @@
 A step is keyed by (kiosk, kiosk_transaction_id, step_id). Its first answer is stored in the same
 write transaction as its effects, so a step resent after a reconnect (to any server process on the
 same database) is answered from the store and never issues or charges twice. Refusals are answers
-too. Records are read, and the PDFs rendered, in the transaction that creates the documents, so a
-certificate reflects the register at the moment of issuance.
+too. Records are read in the transaction that creates the documents, so a certificate reflects the
+register at the moment of issuance.
 
-Cost: statements run on the event loop's thread (server.db), so a step's write transaction holds
-the writer only for its own CPU time; a PDF takes about half a millisecond (server.issuance.pdf).
-Rendering inside the issuing transaction is therefore cheaper than rendering before it and checking
-afterwards that the record still reads the same (what an earlier version did).
+PDFs (a few milliseconds of CPU each) are rendered in a worker process (`ONESTOP_PDF_WORKERS`,
+default 1; 0 renders inline) before the issuing transaction, from a snapshot, with serial numbers
+reserved for them; the issuing transaction reads the record again and uses them only if they say
+exactly what it reads, else renders anew inline. Inline rendering (no worker) happens inside the
+issuing transaction: statements run on the event loop's thread (server.db), so rendering first and
+checking afterwards would only add work there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
+import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 
 from onestop.issuance.v1 import issuance_pb2 as pb
@@ -31,7 +35,7 @@ from server.errors import DomainError, FailedPrecondition, FieldViolation, Inval
 from server.ids import new_id
 from server.issuance import rules, store
 from server.issuance.batch import StepCommitter
-from server.issuance.pdf import BlobStore, CertificateContent, render
+from server.issuance.pdf import BlobStore, CertificateContent, Renderer, render
 from server.issuance.rules import KioskSettings
 from server.platform import Platform
 
@@ -102,6 +106,22 @@ class Issuable:
     extra: dict
 
 
+@dataclass
+class Prepared:
+    """Copies rendered before the issuing transaction: (serial, code, pdf, sha256) each."""
+
+    now: datetime
+    identity: tuple
+    copies: list[tuple[str, str, bytes, str]]
+
+
+def _identity(found: "Issuable", order: pb.Order, base: CertificateContent) -> tuple:
+    """What a certificate says, apart from its serial and code: equal means the same document."""
+    return (found.certificate_type, found.issuing_code, found.subject["resident_id"], found.fee, order.copies,
+            base.title, base.municipality_name, base.mayor_line, tuple(base.lines), tuple(base.footer),
+            base.issued_at)
+
+
 class Records:
     """The registry rows and settings one step reads, each read once: inside one transaction they
     cannot change, and the menu checks all seven certificate types against the same few rows."""
@@ -135,10 +155,17 @@ class KioskDesk:
         self._p = platform
         self.blobs = BlobStore(platform.settings.blob_dir)
         self._commits = StepCommitter(platform.db)
+        self.renderer = Renderer(self.blobs, int(os.environ.get("ONESTOP_PDF_WORKERS", "1")))
+
+        async def close_renderer() -> None:
+            self.renderer.close()
+
+        platform.on_shutdown.append(close_renderer)
 
     # entry point ----------------------------------------------------------------------------
 
     async def handle(self, kiosk: Machine, request: pb.KioskSessionRequest) -> pb.KioskSessionResponse:
+        self.renderer.start()  # no-op once started (or with no workers)
         ktid, step_id = request.kiosk_transaction_id, request.step_id
         bad = [name for name, value in (("kiosk_transaction_id", ktid), ("step_id", step_id))
                if not value or len(value) > MAX_ID or not value.isprintable()]
@@ -154,15 +181,19 @@ class KioskDesk:
 
     async def _answer(self, kiosk: Machine, request: pb.KioskSessionRequest, kind: str) -> pb.KioskSessionResponse:
         digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
-        if kind in ("begin", "card_sign_in"):
-            # These act outside the step's write transaction (a challenge, the nonce): a resent step
-            # must be recognised before that. Other steps are checked inside it.
+        if kind in ("begin", "card_sign_in") or (kind == "payment_confirmed" and self.renderer.offloaded):
+            # These act outside the step's write transaction (a challenge, the nonce, rendering in
+            # the worker): a resent step must be recognised before that. Other steps are checked
+            # inside it.
             prior = await store.step_now(self._p.db, kiosk.id, request.kiosk_transaction_id, request.step_id)
             if prior is not None:
                 return self._replay(prior, digest)
             if kind == "begin":
                 return await self._begin(kiosk, request, digest)
-            return await self._sign_in(kiosk, request, digest)
+            if kind == "card_sign_in":
+                return await self._sign_in(kiosk, request, digest)
+            prepared = await self._prepare_documents(kiosk, request)
+            return await self._step(kiosk, request, digest, functools.partial(self._pay, prepared=prepared))
         work = {
             "menu": self._menu, "order": self._order, "payment_confirmed": self._pay,
             "print_result": self._print_result, "finish": self._finish, "cancel": self._cancel,
@@ -442,7 +473,40 @@ class KioskDesk:
 
     # payment: the documents ---------------------------------------------------------------------
 
-    async def _pay(self, tx: Tx, txn, request, now) -> pb.KioskSessionResponse:
+    async def _prepare_documents(self, kiosk: Machine, request) -> "Prepared | None":
+        """Render the copies in the worker process before the issuing transaction, from a snapshot
+        (so the event loop's thread and the writer do no rendering). The issuing transaction reads
+        the record again and uses these PDFs only if they say exactly what it reads; otherwise it
+        renders anew. Serial numbers are reserved here; a reservation not used leaves a gap."""
+        now = self._p.clock.now()
+        try:
+            async with self._p.db.read() as tx:
+                txn = await store.transaction(tx, kiosk.id, request.kiosk_transaction_id)
+                if (txn is None or txn["state"] != "ordered" or txn["expires_at_ms"] <= to_epoch_ms(now)
+                        or request.payment_confirmed.amount_yen != txn["quote_yen"]):
+                    return None
+                order = pb.Order()
+                order.ParseFromString(bytes.fromhex(txn["order_json"]))
+                records = Records(tx)
+                found = await self.check_issuable(tx, txn, order.certificate_type, order.subject_resident_id,
+                                                  order.options, now, records=records)
+                municipality = await records.municipality(found.issuing_code)
+                base = await self._content(tx, found, order.options, municipality, "", "", now)
+        except DomainError:
+            return None  # the step itself will refuse, in its transaction
+        year = now.astimezone(JST).year
+
+        async def reserve(tx: Tx) -> list[int]:
+            return [await store.next_serial(tx, found.issuing_code, year) for _ in range(order.copies)]
+
+        numbers = await self._commits.run(reserve)
+        contents = [replace(base, serial=f"{found.issuing_code}-{year}-{number:07d}",
+                            verification_code=new_verification_code()) for number in numbers]
+        stored = await self.renderer.render_and_store(contents)
+        copies = [(c.serial, c.verification_code, data, sha) for c, (data, sha) in zip(contents, stored)]
+        return Prepared(now, _identity(found, order, base), copies)
+
+    async def _pay(self, tx: Tx, txn, request, now, prepared: "Prepared | None" = None) -> pb.KioskSessionResponse:
         self._require(txn, "ordered")
         if request.payment_confirmed.amount_yen != txn["quote_yen"]:
             raise FailedPrecondition("AMOUNT_MISMATCH", f"the quote was {txn['quote_yen']} yen")
@@ -452,21 +516,35 @@ class KioskDesk:
         found = await self.check_issuable(tx, txn, order.certificate_type, order.subject_resident_id,
                                           order.options, now, records=records)
         municipality = await records.municipality(found.issuing_code)
-        year = now.astimezone(JST).year
-        now_ms = to_epoch_ms(now)
+        if prepared is not None:
+            # The record as it stands now, in this transaction, must read as the prepared PDFs say.
+            base = await self._content(tx, found, order.options, municipality, "", "", prepared.now)
+            if _identity(found, order, base) != prepared.identity:
+                prepared = None
+        if prepared is not None:
+            issued_at = prepared.now
+            copies = prepared.copies
+        else:
+            # Inline, in this transaction (no worker, or the record changed since the worker rendered).
+            issued_at = now
+            year = now.astimezone(JST).year
+            copies = []
+            for _ in range(order.copies):
+                number = await store.next_serial(tx, found.issuing_code, year)
+                serial, code = f"{found.issuing_code}-{year}-{number:07d}", new_verification_code()
+                content = await self._content(tx, found, order.options, municipality, serial, code, now)
+                data = render(content)
+                copies.append((serial, code, data, self.blobs.put(data)))
+        now_ms, issued_ms = to_epoch_ms(now), to_epoch_ms(issued_at)
         documents = pb.Documents()
-        for copy_no in range(1, order.copies + 1):
-            number = await store.next_serial(tx, found.issuing_code, year)
-            serial, code = f"{found.issuing_code}-{year}-{number:07d}", new_verification_code()
-            data = render(await self._content(tx, found, order.options, municipality, serial, code, now))
-            sha = self.blobs.put(data)
+        for copy_no, (serial, code, data, sha) in enumerate(copies, start=1):
             document_id = new_id("doc")
             await store.insert_document(tx, {
                 "document_id": document_id, "txn_id": txn["txn_id"], "copy_no": copy_no, "serial": serial,
                 "verification_code": code, "certificate_type": order.certificate_type,
                 "municipality_code": found.issuing_code, "subject_resident_id": found.subject["resident_id"],
                 "holder_resident_id": txn["resident_id"], "pdf_sha256": sha, "status": "issued",
-                "issued_at_ms": now_ms,
+                "issued_at_ms": issued_ms,
             })
             await store.insert_charge(tx, {
                 "charge_id": new_id("chg"), "document_id": document_id, "txn_id": txn["txn_id"],
@@ -476,7 +554,7 @@ class KioskDesk:
             documents.documents.append(pb.Document(
                 copy_no=copy_no, serial=serial, verification_code=code, certificate_type=order.certificate_type,
                 municipality_code=found.issuing_code, subject_resident_id=found.subject["resident_id"],
-                issued_at=ts_ms(now_ms), pdf=data, pdf_sha256=sha))
+                issued_at=ts_ms(issued_ms), pdf=data, pdf_sha256=sha))
         await self.guard_delivery(tx, txn, documents)
         await store.update_transaction(tx, txn["txn_id"], state="paid")
         return pb.KioskSessionResponse(documents=documents)

@@ -11,11 +11,15 @@ bytes with one translate per row.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import logging
+import multiprocessing
 import os
 import threading
 import time
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +35,7 @@ from reportlab.pdfgen import canvas
 
 from server.clock import JST
 
+log = logging.getLogger("onestop.issuance.pdf")
 FONT = "HeiseiMin-W3"
 # Streams are Flate-compressed binary; the ASCII85 pass over them (reportlab's default) only makes
 # them a quarter larger and costs time. The server renders nothing else with reportlab.
@@ -80,7 +85,7 @@ def _ensure_font() -> None:
 
 
 class RenderStats:
-    """perf_counter accumulators: how much server time PDFs take. With ONESTOP_PDF_STATS_FILE set
+    """CPU-time accumulators: how much server time PDFs take (in the worker process too). With ONESTOP_PDF_STATS_FILE set
     (bench/issuance.py does), each render rewrites "<seconds> <count>" there, so a benchmark can read
     a server process's figures (one pwrite on a descriptor kept open: cheaper than the render)."""
 
@@ -125,11 +130,11 @@ def verification_url(code: str) -> str:
 
 
 def render(content: CertificateContent) -> bytes:
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time: what rendering costs, not how long it waited for a core
     try:
         return _render(content)
     finally:
-        STATS.add(time.perf_counter() - started)
+        STATS.add(time.thread_time() - started)
 
 
 COPY_WARNING = "複製　　" * 7  # one row of the background; rows span the rotated page corner to corner
@@ -245,3 +250,69 @@ class BlobStore:
 
     def get(self, sha: str) -> bytes:
         return self.path(sha).read_bytes()
+
+
+def _render_and_store(root: str, contents: list[CertificateContent]) -> tuple[list[tuple[bytes, str]], float]:
+    """In a worker process: render each certificate and store it in the blob store; returns
+    [(pdf, sha256)] and the CPU seconds the rendering took (counted by the server's RenderStats)."""
+    blobs = BlobStore(Path(root))
+    started = time.thread_time()
+    pdfs = [_render(content) for content in contents]
+    seconds = time.thread_time() - started
+    return [(data, blobs.put(data)) for data in pdfs], seconds
+
+
+def _warm_up() -> None:
+    _ensure_font()
+
+
+class Renderer:
+    """Renders certificates and stores them, in `workers` worker processes (the machine's other
+    cores: rendering then leaves the event loop's thread free) or, with 0, inline.
+
+    The worker processes are started (with "spawn": never forked from a process running gRPC's
+    threads) by `start()`, which the kiosk desk calls when the first kiosk connects, so they have
+    warmed up (imports, font) by the time its first payment comes. A pool that breaks (a worker
+    killed) is dropped and rendering goes on inline."""
+
+    def __init__(self, blobs: BlobStore, workers: int) -> None:
+        self.blobs = blobs
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._started = False
+
+    def start(self) -> None:
+        """Start the worker processes (once: after a breakage rendering stays inline)."""
+        if self.workers > 0 and not self._started:
+            self._started = True
+            self._pool = ProcessPoolExecutor(max_workers=self.workers,
+                                             mp_context=multiprocessing.get_context("spawn"))
+            self._pool.submit(_warm_up)
+
+    @property
+    def offloaded(self) -> bool:
+        return self._pool is not None
+
+    async def render_and_store(self, contents: list[CertificateContent]) -> list[tuple[bytes, str]]:
+        """[(pdf, sha256)] for each content, each stored in the blob store."""
+        if self._pool is not None:
+            try:
+                copies, seconds = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, _render_and_store, str(self.blobs.root), contents)
+            except BrokenExecutor:
+                log.warning("PDF worker process lost; rendering inline from now on")
+                self._pool = None
+            else:
+                for _ in contents:
+                    STATS.add(seconds / len(contents))
+                return copies
+        copies = []
+        for content in contents:
+            data = render(content)
+            copies.append((data, self.blobs.put(data)))
+        return copies
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

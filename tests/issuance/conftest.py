@@ -19,3 +19,10 @@ def card_pool(pki_template):
         person = holder(f"{FAMILY[i]}{FAMILY[(i + 7) % 20]} 第{i:02d}号")
         pool.append((person, issue_card(pki, person, now=TEST_START)))
     return pool
+
+
+@pytest.fixture(autouse=True)
+def inline_pdfs(monkeypatch):
+    """In-process test servers render PDFs inline (no worker process to spawn per test);
+    test_issuance_pdf_worker.py runs the worker."""
+    monkeypatch.setenv("ONESTOP_PDF_WORKERS", "0")

@@ -121,7 +121,8 @@ async def test_delivery_guard_stops_a_document_of_someone_else(platform):
 
 async def _changed_before_payment(platform, change, the_order=None):
     """Sign in and order, apply `change` to the registry, then pay: returns the payment's answer.
-    The PDFs are rendered in the issuing write transaction, from the records as they stand then."""
+    Rendering inline, the PDFs are rendered in the issuing write transaction, from the records as
+    they stand then."""
     from tests.issuance.kit import Steps
 
     resident_id, card = await add_resident(platform, holder())
@@ -164,8 +165,9 @@ async def test_seal_abolished_after_the_order_yields_nothing(platform):
 
 
 async def test_serials_run_on_without_gaps_and_each_pdf_is_stored_for_replay(platform):
-    """Serial numbers are taken in the issuing transaction (no reservation left unused), and the
-    blob store holds each copy's PDF under its sha256, as a replayed payment step reads it."""
+    """Rendering inline (no PDF worker), serial numbers are taken in the issuing transaction (no
+    reservation left unused), and the blob store holds each copy's PDF under its sha256, as a
+    replayed payment step reads it."""
     _, card = await add_resident(platform, holder())
     k = kiosk(platform, "k-1")
     first = await k.transact(card, "1234", order(copies=2))
@@ -175,3 +177,68 @@ async def test_serials_run_on_without_gaps_and_each_pdf_is_stored_for_replay(pla
     desk = platform.server.platform.services["kiosk_desk"]
     for doc in first.documents + second.documents:
         assert desk.blobs.get(doc.pdf_sha256) == doc.pdf
+
+
+async def _prepared_then(platform, change, the_order=None):
+    """Render a payment's copies ahead (as the server does with a PDF worker, before the issuing
+    transaction), apply `change` to the registry, then run the issuing step: (prepared, response)."""
+    import functools
+    import hashlib
+
+    from server.authz import Machine
+    from tests.issuance.kit import Steps
+
+    resident_id, card = await add_resident(platform, holder())
+    await change.setup(platform, resident_id) if hasattr(change, "setup") else None
+    steps = Steps(kiosk(platform, "k-1"), "t-1")
+    await steps.sign_in(card)
+    quote = await steps.send(order=the_order or order())
+    request = pb.KioskSessionRequest(kiosk_transaction_id="t-1", step_id="pay", payment_confirmed=pb.PaymentConfirmed(
+        amount_yen=quote.quote.total_yen))
+    machine = Machine("kiosk", "k-1", {"operator": "seven", "kind": "convenience_store"})
+    desk = platform.server.platform.services["kiosk_desk"]
+    prepared = await desk._prepare_documents(machine, request)
+    assert prepared is not None and len(prepared.copies) == 1
+    await change(platform, resident_id)
+    digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+    response = await desk._step(machine, request, digest, functools.partial(desk._pay, prepared=prepared))
+    return prepared, response
+
+
+async def test_prepared_pdf_used_when_the_record_is_unchanged(platform):
+    async def nothing(platform, resident_id):
+        pass
+
+    prepared, response = await _prepared_then(platform, nothing)
+    doc = response.documents.documents[0]
+    assert (doc.serial, doc.verification_code, doc.pdf) == prepared.copies[0][:3]
+
+
+async def test_record_changed_after_rendering_is_rendered_anew(platform):
+    from tests.issuance.kit import set_resident
+
+    async def moves_within_the_city(platform, resident_id):
+        await set_resident(platform, resident_id, address="東京都千代田区丸の内2-2")
+
+    prepared, response = await _prepared_then(platform, moves_within_the_city)
+    doc = response.documents.documents[0]
+    assert doc.serial != prepared.copies[0][0]
+    text = pdf_text(doc.pdf)
+    assert "丸の内2-2" in text and "千代田1-1" not in text
+
+
+async def test_seal_abolished_after_rendering_yields_nothing(platform):
+    from tests.issuance.kit import abolish_seal, add_seal
+
+    registrations = {}
+
+    async def abolish(platform, resident_id):
+        await abolish_seal(platform, registrations[resident_id])
+
+    async def setup(platform, resident_id):
+        registrations[resident_id] = await add_seal(platform, resident_id)
+
+    abolish.setup = setup
+    _, response = await _prepared_then(platform, abolish, order(pb.CERTIFICATE_TYPE_SEAL_REGISTRATION))
+    assert response.refusal.reason == "NO_ACTIVE_SEAL"
+    assert await money(platform) == {"documents": {}, "charges": {}, "fee_lines": (0, 0)}
