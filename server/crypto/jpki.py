@@ -381,7 +381,7 @@ class CardTrust:
 
 # Certificates whose chain was checked, kept per trust (a card signs in again and again). Bounded:
 # only certificates an anchor signed get in, and the oldest goes first.
-MAX_REMEMBERED_CERTIFICATES = 4096
+MAX_REMEMBERED_CERTIFICATES = 1024
 
 
 class _ParsedCard:
