@@ -9,6 +9,7 @@ wrong before that, the temporary files are removed, so a cut-off upload leaves n
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import mmap
@@ -110,6 +111,85 @@ def _scrubbed(source: Path, content_type: str) -> tuple[list[scrub.Piece], str, 
     # Out of the except blocks: the traceback (and its views into the mapping) is gone.
     mapped.close()
     raise scrub.Unreadable(message)
+
+
+class IncomingFile:
+    """An upload as it streams in.
+
+    A JPEG (declared and sniffed so from its first bytes) is cleaned on the way in: the scrubber's
+    pieces go straight into the clean temporary file and the hash, so the photo is written once and
+    read never. Anything else lands in a raw temporary file and is cleaned by `BlobStore.clean` at the
+    end. A filter error while streaming is kept and raised by `finish()`, so that the size checks of
+    the rest of the stream come first, as for the other kinds. `discard()` removes both files.
+    """
+
+    def __init__(self, store: "BlobStore", declared: str) -> None:
+        self._store = store
+        self._declared = declared
+        self.raw_path, self.clean_path = store.temp_path(), store.temp_path()
+        self.head = b""
+        self._out = None
+        self._scrubber: scrub.JpegScrubber | None = None
+        self._digest = hashlib.sha256()
+        self._size = 0
+        self._error: str | None = None
+
+    def write(self, chunk: bytes) -> None:
+        if self._out is None:  # the first chunk decides the way
+            if self._declared == JPEG and sniff(chunk[:16]) == JPEG:
+                self._scrubber = scrub.JpegScrubber()
+                self._out = open(self.clean_path, "wb")
+            else:
+                self._out = open(self.raw_path, "wb")
+        if len(self.head) < 16:
+            self.head += chunk[:16]
+        if self._scrubber is None:
+            self._out.write(chunk)
+        elif self._error is None:
+            try:
+                self._put(self._scrubber.feed(chunk))
+            except scrub.Unreadable as exc:
+                self._error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a parser slip on hostile input is a refusal
+                self._error = f"the image does not parse ({type(exc).__name__})"
+
+    def _put(self, pieces: list[scrub.Piece]) -> None:
+        for piece in pieces:
+            self._out.write(piece)
+            self._digest.update(piece)
+            self._size += len(piece)
+
+    async def finish(self, content_type: str) -> CleanFile:
+        """The cleaned file (synced), for the sniffed `content_type`; raises scrub.Unreadable."""
+        if self._out is None:
+            raise scrub.Unreadable("the file is empty")
+        if self._scrubber is None:
+            self._out.close()
+            return await asyncio.to_thread(self._store.clean, self.raw_path, content_type, self.clean_path)
+        if self._error is None:
+            try:
+                self._put(self._scrubber.finish())
+            except scrub.Unreadable as exc:
+                self._error = str(exc)
+        if self._error is not None:
+            raise scrub.Unreadable(self._error)
+        out = self._out
+        await asyncio.to_thread(_sync_and_close, out)
+        return CleanFile(self.clean_path, self._digest.hexdigest(), self._size, JPEG)
+
+    def discard(self) -> None:
+        if self._out is not None and not self._out.closed:
+            self._out.close()
+        self.raw_path.unlink(missing_ok=True)
+        self.clean_path.unlink(missing_ok=True)
+
+
+def _sync_and_close(out) -> None:
+    try:
+        out.flush()
+        os.fsync(out.fileno())
+    finally:
+        out.close()
 
 
 @dataclass(frozen=True)

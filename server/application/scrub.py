@@ -85,81 +85,148 @@ def _check_pixels(width: int, height: int, kind: str) -> None:
         raise Unreadable(f"the {kind} has {width}×{height} pixels, more than {MAX_PIXELS}")
 
 
-def scrub_jpeg(data: Piece) -> list[Piece]:
-    """The pieces of the cleaned JPEG (slices of `data` and a few new bytes), in order."""
-    view = memoryview(data)
-    end = len(view)
-    if bytes(view[:3]) != b"\xff\xd8\xff":
-        raise Unreadable("not a JPEG (no start-of-image marker)")
-    header: list[Piece] = [b"\xff\xd8"]
-    body: list[Piece] = []
-    orientation: int | None = None
-    seen_frame = seen_scan = False
-    pos = 2
-    while True:
-        if pos >= end or view[pos] != 0xFF:
-            raise Unreadable(f"expected a marker at byte {pos}")
-        while pos < end and view[pos] == 0xFF:  # fill bytes
-            pos += 1
-        if pos >= end:
-            raise Unreadable("the image ends inside a marker")
-        marker = view[pos]
-        pos += 1
-        if marker == _EOI:
-            if not seen_scan:
-                raise Unreadable("the image has no scan")
-            body.append(b"\xff\xd9")
-            break  # what follows the end of the image (MPF images, vendor trailers) is dropped
-        if pos + 2 > end:
-            raise Unreadable("the image ends inside a segment header")
-        length = view[pos] << 8 | view[pos + 1]
-        if length < 2 or pos + length > end:
-            raise Unreadable(f"a segment at byte {pos - 2} runs past the end of the file")
-        payload = view[pos + 2:pos + length]
-        segment = view[pos - 2:pos + length]
-        pos += length
+class JpegScrubber:
+    """The JPEG filter, fed the file as it arrives: `feed(chunk)` returns the cleaned pieces ready so far
+    (views into the chunks and a few new bytes), `finish()` the rest, checking the image was complete.
+
+    Nothing but a partial segment header or segment (at most 64 KiB) and the few kept segments before
+    the first scan are held back: the entropy-coded data, nearly all of a photo, passes straight
+    through. Output before the first scan is held so that the orientation block can go first.
+    """
+
+    def __init__(self) -> None:
+        self._pending: bytes = b""
+        self._offset = 0  # file offset of _pending[0]
+        self._state = "start"  # start -> marker <-> entropy -> done
+        self._header: list[Piece] = [b"\xff\xd8"]
+        self._held: list[Piece] | None = []  # kept segments before the first scan
+        self._orientation: int | None = None
+        self._seen_frame = self._seen_scan = False
+
+    def feed(self, chunk: Piece) -> list[Piece]:
+        if self._state == "done":
+            return []  # what follows the end of the image (MPF images, vendor trailers) is dropped
+        data = (self._pending + bytes(chunk)) if self._pending else chunk
+        view = memoryview(data)
+        out: list[Piece] = []
+        pos = self._run(view, out)
+        self._pending = bytes(view[pos:]) if pos < len(view) else b""
+        self._offset += pos
+        return out
+
+    def finish(self) -> list[Piece]:
+        if self._state != "done":
+            raise Unreadable("the image is cut off (no end-of-image marker)")
+        return []
+
+    def _emit(self, out: list[Piece], piece: Piece) -> None:
+        (self._held if self._held is not None else out).append(piece)
+
+    def _release_held(self, out: list[Piece]) -> None:
+        out.extend(self._header)
+        if self._orientation and self._orientation != 1:
+            tiff = minimal_tiff(self._orientation)
+            out.append(b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\x00\x00" + tiff)
+        out.extend(self._held or ())
+        self._held = None
+
+    def _run(self, view: memoryview, out: list[Piece]) -> int:
+        """Consume what can be consumed of `view`; returns the position of the first byte kept pending."""
+        end = len(view)
+        pos = 0
+        if self._state == "start":
+            if end < 3:
+                return 0
+            if bytes(view[:3]) != b"\xff\xd8\xff":
+                raise Unreadable("not a JPEG (no start-of-image marker)")
+            pos, self._state = 2, "marker"
+        while pos < end:
+            if self._state == "entropy":
+                found = _NEXT_MARKER.search(view, pos)
+                if found is None:
+                    # A 0xFF at the very end may start a marker: decide when the next byte is here.
+                    stop = end - 1 if view[end - 1] == 0xFF else end
+                    if stop > pos:
+                        out.append(view[pos:stop])
+                    return stop
+                if found.start() > pos:
+                    out.append(view[pos:found.start()])
+                pos, self._state = found.start(), "marker"
+                continue
+            start = pos
+            if view[pos] != 0xFF:
+                raise Unreadable(f"expected a marker at byte {self._offset + pos}")
+            while pos < end and view[pos] == 0xFF:  # fill bytes
+                pos += 1
+            if pos >= end:
+                return start
+            marker = view[pos]
+            if marker == _EOI:
+                if not self._seen_scan:
+                    raise Unreadable("the image has no scan")
+                out.append(b"\xff\xd9")
+                self._state = "done"
+                return end
+            if pos + 3 > end:
+                return start
+            length = view[pos + 1] << 8 | view[pos + 2]
+            if length < 2:
+                raise Unreadable(f"a segment at byte {self._offset + pos - 1} has a bad length")
+            if pos + 1 + length > end:
+                return start  # the rest of the segment is still to come (at most 64 KiB held)
+            segment = view[pos - 1:pos + 1 + length]
+            payload = segment[4:]
+            pos += 1 + length
+            self._segment(marker, segment, payload, out)
+        return pos
+
+    def _segment(self, marker: int, segment: memoryview, payload: memoryview, out: list[Piece]) -> None:
         if marker in _SOF:
-            if seen_frame:
+            if self._seen_frame:
                 raise Unreadable("more than one frame header")
             if len(payload) < 6:
                 raise Unreadable("the frame header is too short")
             height, width = struct.unpack_from(">HH", payload, 1)
             _check_pixels(width, height, "image")
-            seen_frame = True
-            body.append(segment)
+            self._seen_frame = True
+            self._emit(out, segment)
         elif marker in _TABLES:
-            body.append(segment)
+            self._emit(out, segment)
         elif marker == _SOS:
-            if not seen_frame:
+            if not self._seen_frame:
                 raise Unreadable("a scan before the frame header")
-            seen_scan = True
-            body.append(segment)
-            found = _NEXT_MARKER.search(view, pos)
-            if found is None:
-                raise Unreadable("the image data is cut off (no end-of-image marker)")
-            body.append(view[pos:found.start()])
-            pos = found.start()
+            if self._held is not None:
+                self._release_held(out)
+            self._seen_scan = True
+            out.append(segment)
+            self._state = "entropy"
         elif marker == _APP0:
-            if bytes(payload[:5]) == b"JFIF\x00" and len(payload) >= 14 and len(header) == 1:
+            if bytes(payload[:5]) == b"JFIF\x00" and len(payload) >= 14 and len(self._header) == 1 \
+                    and self._held == []:
                 # Version, units and density; the thumbnail (if any) is dropped.
-                header.append(b"\xff\xe0\x00\x10" + bytes(payload[:12]) + b"\x00\x00")
+                self._header.append(b"\xff\xe0\x00\x10" + bytes(payload[:12]) + b"\x00\x00")
         elif marker == _APP1:
-            if bytes(payload[:6]) == b"Exif\x00\x00" and orientation is None:
-                orientation = orientation_of(payload[6:])
+            if bytes(payload[:6]) == b"Exif\x00\x00" and self._orientation is None and self._held is not None:
+                self._orientation = orientation_of(payload[6:])
         elif marker == _APP2:
             if bytes(payload[:12]) == b"ICC_PROFILE\x00":
-                body.append(segment)
+                self._emit(out, segment)
         elif marker == _APP14:
             if bytes(payload[:5]) == b"Adobe":
-                body.append(segment)
+                self._emit(out, segment)
         elif 0xE0 <= marker <= 0xEF or marker == _COM:
             pass  # XMP, IPTC/Photoshop, MPF, vendor data, comments
         else:
-            raise Unreadable(f"an unsupported marker 0xFF{marker:02X} at byte {pos - length - 2}")
-    if orientation and orientation != 1:
-        tiff = minimal_tiff(orientation)
-        header.append(b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\x00\x00" + tiff)
-    return header + body
+            raise Unreadable(f"an unsupported marker 0xFF{marker:02X}")
+
+
+def scrub_jpeg(data: Piece) -> list[Piece]:
+    """The pieces of the cleaned JPEG (slices of `data` and a few new bytes), in order."""
+    scrubber = JpegScrubber()
+    pieces = scrubber.feed(data)
+    if scrubber._state == "start":
+        raise Unreadable("not a JPEG (no start-of-image marker)")
+    return pieces + scrubber.finish()
 
 
 # ---- PNG -----------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from server import authz, context
 from server.application import applications as rules
 from server.application import store
 from server.application.applications import Applications
-from server.application.blobs import HEIC, HEIC_SUPPORTED, PDF, BlobStore, CleanFile, sniff
+from server.application.blobs import HEIC, HEIC_SUPPORTED, PDF, BlobStore, CleanFile, IncomingFile, sniff
 from server.application.scrub import Unreadable
 from server.application.catalogue import CONTENT_TYPES, Field, Notice, Procedure, Slot, matches
 from server.authz import ANYONE, RESIDENT, Machine, either, machine
@@ -373,25 +373,23 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
         async with self._p.db.read() as tx:
             await self._apps.check_upload(tx, principal, meta.application_id, meta.slot, declared, meta.declared_size)
         limit = self._p.settings.attachment_max_bytes
-        temp, clean_path = self._blobs.temp_path(), self._blobs.temp_path()
+        incoming = IncomingFile(self._blobs, declared)
         stored_sha: list[str] = []
         try:
-            received, head = 0, b""
-            with open(temp, "wb") as out:
-                async for message in stream:
-                    if message.WhichOneof("part") != "chunk":
-                        raise InvalidArgument.field("metadata", "only once, in the first message")
-                    chunk = message.chunk
-                    received += len(chunk)
-                    if received > limit:
-                        raise ResourceExhausted("ATTACHMENT_TOO_LARGE", f"a file may have at most {limit} bytes",
-                                                [FieldViolation("chunk", f"more than {limit} bytes arrived")])
-                    if received > meta.declared_size:
-                        raise InvalidArgument.field("metadata.declared_size", "more bytes arrived than declared",
-                                                    reason="SIZE_MISMATCH")
-                    if len(head) < 16:
-                        head += chunk[:16]
-                    out.write(chunk)
+            received = 0
+            async for message in stream:
+                if message.WhichOneof("part") != "chunk":
+                    raise InvalidArgument.field("metadata", "only once, in the first message")
+                chunk = message.chunk
+                received += len(chunk)
+                if received > limit:
+                    raise ResourceExhausted("ATTACHMENT_TOO_LARGE", f"a file may have at most {limit} bytes",
+                                            [FieldViolation("chunk", f"more than {limit} bytes arrived")])
+                if received > meta.declared_size:
+                    raise InvalidArgument.field("metadata.declared_size", "more bytes arrived than declared",
+                                                reason="SIZE_MISMATCH")
+                incoming.write(chunk)
+            head = incoming.head
             if received != meta.declared_size:
                 raise InvalidArgument.field("metadata.declared_size",
                                             f"declared {meta.declared_size} bytes, {received} arrived",
@@ -407,7 +405,7 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
             # Cleaned, hashed and synced before the write transaction: the writer is held only for
             # the rows and a rename.
             try:
-                clean: CleanFile = await _settled(asyncio.to_thread(self._blobs.clean, temp, sniffed, clean_path))
+                clean: CleanFile = await _settled(incoming.finish(sniffed))
             except Unreadable as exc:
                 if sniffed == PDF:
                     raise InvalidArgument.field("chunk", f"the PDF cannot be read: {exc}",
@@ -435,8 +433,7 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
                 await asyncio.shield(self._drop_orphan(stored_sha[0]))
             raise
         finally:
-            temp.unlink(missing_ok=True)
-            clean_path.unlink(missing_ok=True)
+            incoming.discard()
 
     async def _drop_orphan(self, sha256: str) -> None:
         """Remove a blob no attachment row refers to (a failed or cancelled upload's file)."""

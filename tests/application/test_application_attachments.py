@@ -311,3 +311,36 @@ async def test_pdf_locked_only_against_editing_is_stored_open_and_clean(platform
     with PdfReader(blob_path(platform, reply.attachment)) as stored_pdf:
         assert not stored_pdf.is_encrypted and not stored_pdf.metadata and stored_pdf.xmp_metadata is None
         assert stored_pdf.pages[0].get_contents().get_data().startswith(PDF_CONTENT)
+
+
+async def test_a_jpeg_is_cleaned_as_it_streams_in_whatever_the_chunking(platform, applicant):
+    from server.application.scrub import scrub_jpeg
+
+    photo = jpeg_bytes(gps=True, size=(640, 480)) + b"TRAILER-AFTER-EOI"
+    expected = b"".join(bytes(p) for p in scrub_jpeg(photo))
+    draft = await applicant.draft()
+    for chunk in (1000, 4093, 256 * 1024):
+        reply = await applicant.upload(draft.application_id, photo, chunk=chunk, slot="other")
+        data = blob_path(platform, reply.attachment).read_bytes()
+        assert data == expected and reply.attachment.size == len(expected)
+        assert reply.attachment.sha256 == hashlib.sha256(expected).hexdigest()
+        assert b"PhoneMaker" not in data and b"TRAILER" not in data
+        await applicant.stub.RemoveAttachment(pb.RemoveAttachmentRequest(
+            request_id=new_id("rq"), application_id=draft.application_id,
+            attachment_id=reply.attachment.attachment_id), metadata=applicant.md)
+
+
+async def test_a_jpeg_cut_short_or_broken_mid_stream_is_refused_and_nothing_stored(platform, applicant):
+    photo = jpeg_bytes(gps=True, size=(640, 480))
+    draft = await applicant.draft()
+    middle = len(photo) // 2
+    broken = photo[:middle] + b"\xff\x02" + photo[middle + 2:]  # an impossible marker inside the image data
+    for data in (photo[:len(photo) // 2], broken):
+        code, reason, fields = await refused(applicant.upload(draft.application_id, data, chunk=1000))
+        assert (code, reason, fields) == (grpc.StatusCode.INVALID_ARGUMENT, "IMAGE_UNREADABLE", ["chunk"])
+    # The size checks of the whole stream still come first.
+    code, reason, _ = await refused(applicant.upload(draft.application_id, broken, chunk=1000,
+                                                     declared_size=len(broken) + 10))
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "SIZE_MISMATCH")
+    assert await stored(platform) == (0, [])
+    assert not any((platform.settings.blob_dir / "tmp").iterdir())

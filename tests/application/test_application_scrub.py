@@ -231,3 +231,37 @@ def test_clean_writes_hashes_and_maps_nothing_left_open(tmp_path):
     source.write_bytes(b"\xff\xd8\xff" + b"\x00" * 100)
     with pytest.raises(scrub.Unreadable):
         store.clean(source, "image/jpeg", store.temp_path())
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+@pytest.mark.parametrize("split", ["bytes", "random", "at-every-ff"])
+def test_jpeg_fed_in_pieces_gives_the_same_file(progressive, split):
+    """As it streams in: any split of the upload (one byte at a time, at each 0xFF) gives the same output."""
+    import random
+
+    original = phone_jpeg(orientation=6, progressive=progressive, icc=True)
+    whole = joined(scrub.scrub_jpeg(original))
+    if split == "bytes":
+        cuts = list(range(1, len(original)))
+    elif split == "random":
+        rng = random.Random(7)
+        cuts = sorted(rng.sample(range(1, len(original)), 40))
+    else:
+        cuts = sorted({i for i, b in enumerate(original) if b == 0xFF} | {i + 1 for i, b in enumerate(original)
+                                                                            if b == 0xFF and i + 1 < len(original)})
+    scrubber = scrub.JpegScrubber()
+    out = []
+    for start, stop in zip([0, *cuts], [*cuts, len(original)]):
+        out.extend(bytes(p) for p in scrubber.feed(original[start:stop]))
+    out.extend(scrubber.finish())
+    assert b"".join(out) == whole
+
+
+def test_jpeg_cut_off_while_streaming_is_refused_at_the_end():
+    original = phone_jpeg()
+    scrubber = scrub.JpegScrubber()
+    scrubber.feed(original[:len(original) // 2])
+    with pytest.raises(scrub.Unreadable):
+        scrubber.finish()
+    with pytest.raises(scrub.Unreadable):
+        scrub.JpegScrubber().feed(b"\x89PNG\r\n\x1a\n")
