@@ -194,7 +194,8 @@ class Pipeline(aio.ServerInterceptor):
             request_id = next_request_id()
         call = context.CallContext(method, request_id)
         ctx.set_trailing_metadata((("x-request-id", request_id),))
-        return _CallState(call, context.enter(call), authorization, time.perf_counter())
+        started = time.perf_counter() if log.isEnabledFor(logging.INFO) else 0.0  # for the access line only
+        return _CallState(call, context.enter(call), authorization, started)
 
     async def _admit(self, state: "_CallState", ctx: aio.ServicerContext) -> None:
         """4-5. authentication, then the method's rule."""

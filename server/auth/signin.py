@@ -147,26 +147,26 @@ class Authenticator:
         return IssuedSession(session_id, signed.resident_id, tokens["access"], tokens["refresh"],
                              access_expires, absolute)
 
-    def _check_session(self, row, now_ms: int, *, expires_key: str) -> None:
+    @staticmethod
+    def _check_session(row, now_ms: int, *, expires_key: str) -> None:
         if row is None:
             raise Unauthenticated("TOKEN_INVALID", "token not recognised")
-        if row["ended_at_ms"] is not None:
-            raise Unauthenticated("SESSION_ENDED", "this session has been signed out")
-        if now_ms >= row["absolute_expires_ms"] or now_ms >= row[expires_key]:
-            raise Unauthenticated("SESSION_EXPIRED", "this session has expired; sign in again")
+        _check_times(row["ended_at_ms"], row["absolute_expires_ms"], row[expires_key], now_ms)
 
     async def resolve(self, access_token: str) -> Resident:
         """The resident behind a bearer token (used by the interceptor on every resident call)."""
         now_ms = to_epoch_ms(self._p.clock.now())
         row = await store.session_by_access(self._p.db, token_hash(access_token))
-        self._check_session(row, now_ms, expires_key="access_expires_ms")
-        if now_ms - row["last_seen_ms"] >= TOUCH_EVERY_MS:
+        if row is None:
+            raise Unauthenticated("TOKEN_INVALID", "token not recognised")
+        # One unpacking (the order store.session_by_access selects) rather than a lookup per name.
+        session_id, resident_id, last_seen_ms, access_expires_ms, absolute_expires_ms, ended_at_ms, lgcode = row
+        _check_times(ended_at_ms, absolute_expires_ms, access_expires_ms, now_ms)
+        if now_ms - last_seen_ms >= TOUCH_EVERY_MS:
             idle_ms = self._p.settings.session_idle_seconds * 1000
             async with self._p.db.write() as tx:
-                await store.touch_session(tx, row["session_id"], now_ms,
-                                          min(now_ms + idle_ms, row["absolute_expires_ms"]))
-        return Resident(resident_id=row["resident_id"], session_id=row["session_id"],
-                        municipality_code=row["municipality_code"])
+                await store.touch_session(tx, session_id, now_ms, min(now_ms + idle_ms, absolute_expires_ms))
+        return Resident(resident_id, session_id, lgcode)
 
     async def refresh(self, refresh_token: str) -> IssuedSession:
         if not refresh_token:
@@ -208,6 +208,13 @@ class Authenticator:
         if not await store.put_crl(tx, issuer, der, to_epoch_ms(this_update)):
             raise FailedPrecondition("CRL_OUTDATED", "a newer CRL from this issuer is already held")
         return issuer, len(list(crl)), this_update
+
+
+def _check_times(ended_at_ms: int | None, absolute_expires_ms: int, expires_ms: int, now_ms: int) -> None:
+    if ended_at_ms is not None:
+        raise Unauthenticated("SESSION_ENDED", "this session has been signed out")
+    if now_ms >= absolute_expires_ms or now_ms >= expires_ms:
+        raise Unauthenticated("SESSION_EXPIRED", "this session has expired; sign in again")
 
 
 _REFUSALS = {

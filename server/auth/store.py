@@ -53,7 +53,8 @@ async def insert_session(tx: Tx, row: dict) -> None:
 
 
 async def session_by_access(db: Database, access_hash: bytes) -> sqlite3.Row | None:
-    """The session behind an access token (hot path: a single statement, no transaction)."""
+    """The session behind an access token (hot path: a single statement, no transaction): session_id,
+    resident_id, last_seen_ms, access_expires_ms, absolute_expires_ms, ended_at_ms, municipality_code."""
     rows = await db.query(
         "SELECT s.session_id, s.resident_id, s.last_seen_ms, s.access_expires_ms, s.absolute_expires_ms,"
         " s.ended_at_ms, r.municipality_code FROM sessions s JOIN residents r USING (resident_id)"
