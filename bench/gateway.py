@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from bench.common import Row
 REPO = Path(__file__).resolve().parent.parent
 
 UPLOADS = 10
-ROUNDS = 3
+ROUNDS = 5
 PHOTO_BYTES = 8 * 1024 * 1024
 READY_TIMEOUT_S = 30.0
 UPLOAD_TIMEOUT_S = 300.0
@@ -236,11 +237,11 @@ class _Tally:
         self.megabytes = 0.0
         self.cpu = {name: 0.0 for name in pids}
 
-    async def round(self, megabytes: float, upload) -> None:
+    async def round(self, megabytes: float, upload: Awaitable[float]) -> None:
         from bench.harness import cpu_seconds
 
         before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        rate = await upload()
+        rate = await upload
         for name, pid in self.pids.items():
             self.cpu[name] += cpu_seconds(pid) - before[name]
         self.seconds += megabytes / rate
@@ -258,7 +259,6 @@ async def measure() -> list[Row]:
     from mobile_stub.app import MobileApp, child_allowance_form
     from mobile_stub.photos import jpeg_of_size
     from server.procs import free_port, spawn_server
-
     from server.testing import PASSWORD, PIN
 
     photo = jpeg_of_size(PHOTO_BYTES)
@@ -303,14 +303,12 @@ async def measure() -> list[Row]:
             for index in range(ROUNDS):
                 batch, ids = ids[:UPLOADS], ids[UPLOADS:]
                 paths = [f"/v1/applications/{a}/attachments" for a in batch]
-                await through_gateway.round(megabytes, lambda: _ten_at_once(gateway_url, paths, body, content_type,
-                                                                            headers))
-                await bare.round(megabytes, lambda: _ten_at_once(baseline_url, ["/upload"] * UPLOADS, body,
-                                                                  content_type, {}))
+                await through_gateway.round(megabytes, _ten_at_once(gateway_url, paths, body, content_type, headers))
+                await bare.round(megabytes, _ten_at_once(baseline_url, ["/upload"] * UPLOADS, body, content_type, {}))
                 batch, ids = ids[:UPLOADS], ids[UPLOADS:]
-                await direct.round(len(photo) * UPLOADS / 1e6, lambda: _grpc_ten_at_once(
+                await direct.round(len(photo) * UPLOADS / 1e6, _grpc_ten_at_once(
                     server, data / "pki", token, batch, photo, str(index)))
-                await floor.round(len(photo) * UPLOADS / 1e6, lambda: _grpc_discard_ten_at_once(
+                await floor.round(len(photo) * UPLOADS / 1e6, _grpc_discard_ten_at_once(
                     discard_port, data / "pki", photo))
             gateway_peak, baseline_peak = peak_rss_mib(gateway.pid), peak_rss_mib(baseline.pid)
         finally:

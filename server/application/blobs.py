@@ -1,10 +1,11 @@
 """Attachment files: type sniffing, metadata stripping, content-addressed storage beside the database.
 
-An upload is written to a temporary file under `<blob_dir>/tmp/` while it streams in. `clean()` then
-writes the cleaned file (metadata removed without re-encoding, see `scrub`) to a second temporary
-file, hashing and syncing it, before any database transaction starts; inside the transaction only
-`adopt()` renames it to `<blob_dir>/<aa>/<bb>/<sha256>` (atomic on one file system). Whatever goes
-wrong before that, the temporary files are removed, so a cut-off upload leaves nothing behind.
+An upload streams into `IncomingFile` under `<blob_dir>/tmp/`: a JPEG is cleaned on the way in
+(metadata removed without re-encoding, see `scrub`) and hashed as it is written; PNG, PDF and HEIC
+land in a raw temporary file that `clean()` turns into a cleaned one. Either way the cleaned file is
+hashed and synced before any database transaction starts; inside the transaction only `adopt()`
+renames it to `<blob_dir>/<aa>/<bb>/<sha256>` (atomic on one file system). Whatever goes wrong
+before that, the temporary files are removed, so a cut-off upload leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -243,37 +244,6 @@ class BlobStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(clean.path, final)
         return StoredBlob(clean.sha256, clean.size, clean.content_type, final)
-
-    def put_bytes(self, data: bytes, content_type: str) -> StoredBlob:
-        """Write `data` to a temporary file and rename it to its content address."""
-        digest = hashlib.sha256(data).hexdigest()
-        final = self.path_for(digest)
-        if not final.exists():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            temp = self.temp_path()
-            try:
-                with open(temp, "wb") as out:
-                    out.write(data)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(temp, final)
-            finally:
-                temp.unlink(missing_ok=True)
-        return StoredBlob(digest, len(data), content_type, final)
-
-    def put_file(self, temp: Path, content_type: str) -> StoredBlob:
-        """Move a finished temporary file to its content address."""
-        digest = hashlib.sha256()
-        size = 0
-        with open(temp, "rb") as source:
-            while block := source.read(1 << 20):
-                digest.update(block)
-                size += len(block)
-        sha = digest.hexdigest()
-        final = self.path_for(sha)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp, final)
-        return StoredBlob(sha, size, content_type, final)
 
     def remove(self, sha256: str) -> None:
         self.path_for(sha256).unlink(missing_ok=True)

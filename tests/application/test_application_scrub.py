@@ -265,3 +265,16 @@ def test_jpeg_cut_off_while_streaming_is_refused_at_the_end():
         scrubber.finish()
     with pytest.raises(scrub.Unreadable):
         scrub.JpegScrubber().feed(b"\x89PNG\r\n\x1a\n")
+
+
+def test_clean_a_png_through_the_store(tmp_path):
+    store = BlobStore(tmp_path / "blobs")
+    source = tmp_path / "upload.png"
+    source.write_bytes(phone_png(orientation=3))
+    clean = store.clean(source, "image/png", store.temp_path())
+    data = clean.path.read_bytes()
+    assert data == joined(scrub.scrub_png(source.read_bytes())) and len(data) == clean.size
+    assert b"PNG-YAMADA" not in data and pixels(data) == pixels(source.read_bytes())
+    source.write_bytes(source.read_bytes()[:200])
+    with pytest.raises(scrub.Unreadable):
+        store.clean(source, "image/png", store.temp_path())
