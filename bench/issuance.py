@@ -223,7 +223,7 @@ async def measure() -> list[Row]:
                  f" worker process {1000 * kiosk_tally.helper_cpu / max(1, result.calls):.1f} ms/transaction"),
         Row("kiosk transaction, client CPU per transaction", client_ms, "ms", "7 bidi echo round trips, client CPU",
             steps * 1000 * echo_tally.client_cpu / max(1, echo.calls), higher_is_better=False,
-            note=f"the 50 simulated kiosks in this process (RSA signing, 7 steps, PDF checks);"
+            note=f"the 50 simulated kiosks in this process (RSA signing, 7 steps, sha256 check of each PDF before printing);"
                  f" client CPU {kiosk_tally.client_cpu:.1f} s in {result.seconds:.1f} s"),
         Row("PDF rendering share of server CPU", share, "%", "server CPU", 100.0, higher_is_better=False,
             note=f"{pdf_count} PDFs, {1000 * pdf_seconds / max(1, pdf_count):.2f} ms each"),

@@ -5,12 +5,15 @@
 
 The printer can jam (seeded probability) or be slow; the network can drop the stream after a step
 was sent, before its answer arrives: the kiosk reconnects (to the next server in `channels`, if
-several) and resends the same step with the same step_id, as a real kiosk must.
+several) and resends the same step with the same step_id, as a real kiosk must. A document whose
+PDF does not match its sha256 is not printed: the kiosk reports that copy as failed (voided, not
+charged).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -73,6 +76,7 @@ class TransactionResult:
     documents: list[pb.Document] = field(default_factory=list)
     printed: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+    corrupt: list[int] = field(default_factory=list)  # copies not printed: the PDF did not match its sha256
     receipt: pb.Receipt | None = None
     refusal: pb.Refusal | None = None
     responses: list[pb.KioskSessionResponse] = field(default_factory=list)
@@ -195,7 +199,10 @@ class Kiosk:
         if abandon_after == "payment":
             return result
         for doc in result.documents:
-            ok = await self.printer.print(doc.pdf)
+            intact = hashlib.sha256(doc.pdf).hexdigest() == doc.pdf_sha256
+            if not intact:
+                result.corrupt.append(doc.copy_no)
+            ok = intact and await self.printer.print(doc.pdf)
             outcome = pb.PRINT_OUTCOME_PRINTED if ok else pb.PRINT_OUTCOME_FAILED
             recorded = await ask(print_result=pb.PrintResult(copy_no=doc.copy_no, outcome=outcome))
             if recorded is None:

@@ -242,3 +242,26 @@ async def test_seal_abolished_after_rendering_yields_nothing(platform):
     _, response = await _prepared_then(platform, abolish, order(pb.CERTIFICATE_TYPE_SEAL_REGISTRATION))
     assert response.refusal.reason == "NO_ACTIVE_SEAL"
     assert await money(platform) == {"documents": {}, "charges": {}, "fee_lines": (0, 0)}
+
+
+async def test_kiosk_does_not_print_a_pdf_that_fails_its_checksum(platform):
+    """The simulator checks each PDF against its sha256 before printing; a damaged one is reported
+    as a failed print: voided, not charged."""
+    _, card = await add_resident(platform, holder())
+    k = kiosk(platform, "k-1")
+    sent = k.step
+
+    async def damaging(request):
+        response = await sent(request)
+        if response.WhichOneof("result") == "documents":
+            response.documents.documents[0].pdf = response.documents.documents[0].pdf[:-10]
+        return response
+
+    k.step = damaging
+    result = await k.transact(card, "1234", order(copies=2))
+    assert result.ok
+    assert (result.corrupt, result.failed, result.printed) == ([1], [1], [2])
+    assert len(k.printer.printed) == 1
+    assert result.receipt.copies_printed == 1 and result.receipt.total_yen == 300
+    assert await money(platform) == {"documents": {"printed": 1, "voided": 1},
+                                     "charges": {"posted": (1, 300), "voided": (1, 300)}, "fee_lines": (1, 123)}
