@@ -239,3 +239,4 @@ class BatchWriter:
         """Let the batch in flight commit (its callers are owed an answer)."""
         if self._drain is not None and not self._drain.done():
             await asyncio.wait([self._drain], timeout=10)
+        log.info("points writer closed", extra={"batches": self.batches, "jobs": self.jobs})

@@ -146,3 +146,17 @@ async def test_batches_share_the_database_writer_with_other_areas(tmp_path):
     finally:
         await writer.aclose()
         await db.close()
+
+
+def test_a_grant_reads_the_rule_and_accounts_its_batch_made_before_it(tmp_path):
+    conn = fresh_ledger(tmp_path / "w.db")
+    conn.execute("INSERT INTO mykeys VALUES ('KEYAAAA2', 'r', 'i', 's', 0, NULL)")
+    now = 1_780_000_000_000
+    rules = lambda conn, now: ledger.set_point_rules(conn, now, LG, 6)  # noqa: E731
+    outcomes = apply_batch(conn, [job("g0", grant(1)), job("r", rules), job("g1", grant(10)), job("g2", grant(5))], now)
+    assert [o.error for o in outcomes] == [None] * 4
+    assert [o.response.balance for o in (outcomes[0], outcomes[2], outcomes[3])] == [1, 11, 16]
+    expiries = [row[0] for row in conn.execute("SELECT expires_at_ms FROM points_lots ORDER BY lot_id")]
+    assert expiries == [ledger.add_months(now, ledger.DEFAULT_EXPIRY_MONTHS)] + [ledger.add_months(now, 6)] * 2
+    assert [tuple(r) for r in conn.execute("SELECT kind, balance FROM points_accounts ORDER BY account_id")] == [
+        ("resident", 16), ("issuance", -16)]
