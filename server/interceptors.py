@@ -194,8 +194,7 @@ class Pipeline(aio.ServerInterceptor):
             request_id = next_request_id()
         call = context.CallContext(method, request_id)
         ctx.set_trailing_metadata((("x-request-id", request_id),))
-        started = time.perf_counter() if log.isEnabledFor(logging.INFO) else 0.0  # for the access line only
-        return _CallState(call, context.enter(call), authorization, started)
+        return _CallState(call, context.enter(call), authorization, time.perf_counter())
 
     async def _admit(self, state: "_CallState", ctx: aio.ServicerContext) -> None:
         """4-5. authentication, then the method's rule."""
@@ -249,9 +248,7 @@ class Pipeline(aio.ServerInterceptor):
 
     async def _authenticate(self, bearer: str, ctx: aio.ServicerContext) -> tuple[Principal, bool]:
         machine: Machine | None = None
-        # Without a client certificate there are no peer identities (cheap to ask); only then is the
-        # whole auth context worth building.
-        pem = (ctx.auth_context() or {}).get("x509_pem_cert") if ctx.peer_identities() is not None else None
+        pem = (ctx.auth_context() or {}).get("x509_pem_cert")
         if pem:
             identity = identity_from_pem(pem[0])
             if identity is None:
