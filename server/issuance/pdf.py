@@ -266,6 +266,19 @@ def _warm_up() -> None:
     _ensure_font()
 
 
+def _worker_started(server_pid: int) -> None:
+    """In each worker process: exit when the server process is gone. A server killed outright
+    (SIGKILL, a crash) never shuts its pool down, and a worker would otherwise wait on its queue
+    forever."""
+
+    def watch() -> None:
+        while os.getppid() == server_pid:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="server-watch", daemon=True).start()
+
+
 class Renderer:
     """Renders certificates and stores them, in `workers` worker processes (the machine's other
     cores: rendering then leaves the event loop's thread free) or, with 0, inline.
@@ -285,8 +298,8 @@ class Renderer:
         """Start the worker processes (once: after a breakage rendering stays inline)."""
         if self.workers > 0 and not self._started:
             self._started = True
-            self._pool = ProcessPoolExecutor(max_workers=self.workers,
-                                             mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_worker_started, initargs=(os.getpid(),))
             self._pool.submit(_warm_up)
 
     @property

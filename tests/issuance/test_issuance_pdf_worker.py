@@ -57,3 +57,39 @@ async def test_a_lost_worker_falls_back_to_inline_rendering(served):
     third = await kiosk(served, "k-c").transact(card, "1234", order())
     assert third.ok
     assert (await money(served))["documents"] == {"printed": 3}
+
+
+def test_worker_exits_when_its_server_process_is_killed(tmp_path):
+    """A server killed outright never shuts its PDF worker down: the worker notices and exits."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "server_like.py"
+    script.write_text(
+        "import os, sys\n"
+        "from server.issuance.pdf import BlobStore, Renderer\n"
+        "if __name__ == '__main__':\n"
+        "    renderer = Renderer(BlobStore(sys.argv[1]), 1)\n"
+        "    renderer.start()\n"
+        "    renderer._pool.submit(os.getpid).result(timeout=60)\n"
+        "    print(*[p.pid for p in renderer._pool._processes.values()], flush=True)\n"
+        "    sys.stdin.read()\n")
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{repo / 'gen'}:{repo}"}
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path / "blobs")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        assert Path(f"/proc/{worker}").exists()
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        alive = Path(f"/proc/{worker}/stat").exists() and Path(f"/proc/{worker}/stat").read_text().split()[2] != "Z"
+        assert not alive, "the PDF worker outlived its server"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
