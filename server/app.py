@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from server.clock import Clock, SystemClock
 from server.config import Settings
@@ -108,8 +108,10 @@ async def start(settings: Settings, *, clock: Clock | None = None, port: int | N
     for module in modules:
         names += module.add_to_server(registrar, platform)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(names, server)
+    # Through the registrar too (it leaves /grpc.* unwrapped): grpc.aio waits on one pending request
+    # per method registered with the server itself, on every call.
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(names), registrar)
     public_port = settings.grpc_port if port is None else port
     if mtls_port is None:
         mtls_port = 0 if port == 0 else settings.grpc_mtls_port or public_port + 1
