@@ -317,12 +317,7 @@ def scrub_pdf(data: bytes) -> bytes:
         writer = PdfWriter(clone_from=reader)
         writer.metadata = None
         writer.xmp_metadata = None
-        root = writer.root_object
-        for key in ("/PieceInfo",):
-            root.pop(NameObject(key), None)
-        for page in writer.pages:
-            for key in ("/Metadata", "/PieceInfo"):
-                page.pop(NameObject(key), None)
+        _drop_metadata_streams(writer.root_object)
         writer.compress_identical_objects(remove_duplicates=False, remove_unreferenced=True)
         out = io.BytesIO()
         writer.write(out)
@@ -333,6 +328,29 @@ def scrub_pdf(data: bytes) -> bytes:
     except Exception as exc:  # noqa: BLE001 - pypdf raises many kinds on malformed input; all mean "unreadable"
         raise Unreadable(f"the PDF does not parse ({type(exc).__name__}: {str(exc)[:120]})") from None
     return out.getvalue()
+
+
+def _drop_metadata_streams(root) -> None:
+    """Remove every /Metadata (XMP) and /PieceInfo entry reachable from the document root: the
+    catalog's, the pages', and those of images and forms (an edited picture carries its own XMP)."""
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, NameObject
+
+    keys = (NameObject("/Metadata"), NameObject("/PieceInfo"))
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, IndirectObject):
+            if (item.idnum, item.generation) in seen:
+                continue
+            seen.add((item.idnum, item.generation))
+            item = item.get_object()
+        if isinstance(item, DictionaryObject):  # stream objects included
+            for key in keys:
+                item.pop(key, None)
+            stack.extend(item.values())
+        elif isinstance(item, ArrayObject):
+            stack.extend(item)
 
 
 def total(pieces: Sequence[Piece]) -> int:

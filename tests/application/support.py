@@ -119,7 +119,7 @@ def pdf_bytes(padding: int = 0, *, metadata: bool = False) -> bytes:
     """A real one-page PDF (a blue square) whose content stream is `padding` bytes longer; with
     `metadata`, an Info dictionary (author, creator, producer, dates) and XMP on the document and page."""
     from pypdf import PdfWriter
-    from pypdf.generic import DecodedStreamObject, NameObject
+    from pypdf.generic import ArrayObject, DecodedStreamObject, DictionaryObject, NameObject, NumberObject
 
     writer = PdfWriter()
     page = writer.add_blank_page(595, 842)
@@ -136,6 +136,18 @@ def pdf_bytes(padding: int = 0, *, metadata: bool = False) -> bytes:
         page_xmp[NameObject("/Type")] = NameObject("/Metadata")
         page_xmp[NameObject("/Subtype")] = NameObject("/XML")
         page[NameObject("/Metadata")] = writer._add_object(page_xmp)
+        # A form XObject (as an edited picture would be) with its own XMP, drawn by the page.
+        form_xmp = DecodedStreamObject()
+        form_xmp.set_data(PDF_XMP.replace(b"XMP-YAMADA-HANAKO", b"FORM-XMP-YAMADA"))
+        form = DecodedStreamObject()
+        form.set_data(b"1 0 0 rg 0 0 10 10 re f\n")
+        form.update({NameObject("/Type"): NameObject("/XObject"), NameObject("/Subtype"): NameObject("/Form"),
+                     NameObject("/BBox"): ArrayObject([NumberObject(0), NumberObject(0), NumberObject(10),
+                                                       NumberObject(10)]),
+                     NameObject("/Metadata"): writer._add_object(form_xmp)})
+        page[NameObject("/Resources")] = DictionaryObject({NameObject("/XObject"): DictionaryObject(
+            {NameObject("/Fm1"): writer._add_object(form)})})
+        content.set_data(content.get_data() + b"/Fm1 Do\n")
     else:
         writer.metadata = None
     out = io.BytesIO()
