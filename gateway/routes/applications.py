@@ -24,13 +24,9 @@ def _stub(request: Request):
     return backend(request).stub(pb_grpc.ApplicationServiceStub)
 
 
-UPLOAD_METHOD = "/onestop.application.v1.ApplicationService/UploadAttachment"
-
-
 class FileChunk:
-    """An UploadAttachmentRequest with `chunk` set, kept as the pieces that arrived (views into the
-    network chunks) and serialized straight to its wire form: one copy of each file byte instead of
-    three (join into a buffer, bytes() of it, the message's own serialization)."""
+    """The pieces of the next upload message as they arrived (views into the network chunks), joined
+    once when the message is made."""
 
     __slots__ = ("pieces", "size")
 
@@ -42,31 +38,8 @@ class FileChunk:
         self.pieces.append(piece)
         self.size += len(piece)
 
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-# Field 2 (`chunk`), wire type 2 (length-delimited).
-_CHUNK_TAG = b"\x12"
-
-
-def serialize_upload(message) -> bytes:
-    """Request serializer for UploadAttachment: protobuf messages as usual, FileChunks by hand."""
-    if isinstance(message, FileChunk):
-        return b"".join([_CHUNK_TAG, _varint(message.size), *message.pieces])
-    return message.SerializeToString()
-
-
-def _upload_call(request: Request):
-    return backend(request).channel.stream_unary(
-        UPLOAD_METHOD, request_serializer=serialize_upload,
-        response_deserializer=pb.UploadAttachmentResponse.FromString)
+    def message(self):
+        return pb.UploadAttachmentRequest(chunk=b"".join(self.pieces))
 
 
 async def create_draft(request: Request) -> Response:
@@ -163,11 +136,11 @@ async def upload_attachment(request: Request) -> Response:
                 if isinstance(event, multipart.PartData):
                     chunk.add(event.data)
                     if chunk.size >= CHUNK_BYTES:
-                        yield chunk
+                        yield chunk.message()
                         chunk = FileChunk()
                 elif isinstance(event, multipart.PartEnd):
                     if chunk.size:
-                        yield chunk
+                        yield chunk.message()
                         chunk = FileChunk()
                 elif isinstance(event, multipart.PartBegin):
                     raise GatewayError.field(event.name or "file", "one file per request, and last")
@@ -176,7 +149,7 @@ async def upload_attachment(request: Request) -> Response:
             failure.append(exc)
             raise
 
-    call = _upload_call(request)(requests(), metadata=metadata(request), timeout=backend(request).upload_timeout_s)
+    call = _stub(request).UploadAttachment(requests(), metadata=metadata(request), timeout=backend(request).upload_timeout_s)
     try:
         response = await call
     except (grpc.aio.AioRpcError, asyncio.CancelledError) as error:

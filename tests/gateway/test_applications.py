@@ -464,20 +464,3 @@ async def test_a_retried_upload_with_the_same_key_stores_one_attachment(platform
     assert replies[0].json()["attachment"]["attachmentId"] == replies[1].json()["attachment"]["attachmentId"]
     assert len((await phone.get(application["applicationId"]))["attachments"]) == 1
     assert await attachment_rows(platform) == 1
-
-
-@pytest.mark.parametrize("sizes", [[0], [1], [127], [128], [5, 300], [16383, 1], [16384], [70_000, 200_000, 3]])
-def test_a_file_chunk_serializes_to_the_same_bytes_as_the_message(sizes):
-    """The gateway writes UploadAttachmentRequest(chunk=...) by hand from the pieces that arrived."""
-    from gateway.routes.applications import FileChunk, serialize_upload
-
-    pieces = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
-    chunk = FileChunk()
-    for piece in pieces:
-        chunk.add(memoryview(piece)[0:] if len(piece) % 2 else piece)
-    wire = serialize_upload(chunk)
-    expected = apb.UploadAttachmentRequest(chunk=b"".join(pieces))
-    assert wire == expected.SerializeToString()
-    assert apb.UploadAttachmentRequest.FromString(wire) == expected
-    metadata_only = apb.UploadAttachmentRequest(metadata=apb.UploadAttachmentMetadata(slot="other"))
-    assert serialize_upload(metadata_only) == metadata_only.SerializeToString()
