@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -61,6 +62,15 @@ class Settings(BaseSettings):
     kiosk_expiry_interval_seconds: float = Field(default=60.0, gt=0)
     # Delete sign-in challenges expired over an hour ago (often, so each delete stays short).
     challenge_purge_interval_seconds: float = Field(default=60.0, gt=0)
+    # Kiosk certificate PDFs: worker processes that render them (the second core); 0 = on the loop.
+    pdf_workers: int = Field(default=1, ge=0)
+    # Notices: the scheduler ("on"/"off"; unset = on, except under a FixedClock, where tests drive
+    # it), its tick, recipients written per fan-out transaction, and how often live streams poll
+    # the database for notices written by other processes.
+    notification_scheduler: Literal["", "on", "off"] = ""
+    notification_tick_seconds: float = Field(default=5.0, gt=0)
+    notification_fanout_chunk: int = Field(default=10_000, ge=1)
+    notification_poll_ms: float = Field(default=200.0, gt=0)
     read_connections: int = 4
     log_level: str = "INFO"
 

@@ -20,7 +20,6 @@ import asyncio
 import functools
 import hashlib
 import logging
-import os
 import secrets
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -155,7 +154,7 @@ class KioskDesk:
         self._p = platform
         self.blobs = BlobStore(platform.settings.blob_dir)
         self._commits = StepCommitter(platform.db)
-        self.renderer = Renderer(self.blobs, int(os.environ.get("ONESTOP_PDF_WORKERS", "1")))
+        self.renderer = Renderer(self.blobs, platform.settings.pdf_workers)
 
         async def close_renderer() -> None:
             self.renderer.close()

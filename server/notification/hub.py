@@ -1,7 +1,8 @@
 """Live delivery: one shared poller per process hands new inbox rows to the local stream subscribers.
 
-Nothing crosses processes in memory: the poller reads `deliveries` (seq > last seen) every
-POLL_SECONDS, so a notice written by any server process on the database reaches subscribers here.
+Nothing crosses processes in memory: the poller reads `deliveries` (seq > last seen) at every poll
+interval (`ONESTOP_NOTIFICATION_POLL_MS`), so a notice written by any server process on the
+database reaches subscribers here.
 A local write pokes the poller to look at once. Per tick the poller runs two queries whatever the
 number of subscribers: the (seq, resident) pairs after its position, then the full rows of those
 that someone here subscribes to, which it queues on their subscriptions.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections import defaultdict
 
 from server.db import Database
@@ -25,7 +25,6 @@ from server.notification import store
 
 log = logging.getLogger("onestop.notification.hub")
 
-POLL_SECONDS = float(os.environ.get("ONESTOP_NOTIFICATION_POLL_MS", "200")) / 1000
 BATCH = 5000
 MAX_QUEUED = 1000
 
@@ -61,8 +60,9 @@ class Subscription:
 
 
 class DeliveryHub:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, poll_seconds: float = 0.2) -> None:
         self._db = db
+        self._poll_seconds = poll_seconds
         self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
         self._poke = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -103,7 +103,7 @@ class DeliveryHub:
     async def _run(self) -> None:
         while self._subscribers:
             try:
-                await asyncio.wait_for(self._poke.wait(), POLL_SECONDS)
+                await asyncio.wait_for(self._poke.wait(), self._poll_seconds)
             except asyncio.TimeoutError:
                 pass
             self._poke.clear()

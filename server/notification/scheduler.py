@@ -25,17 +25,13 @@ log = logging.getLogger("onestop.notification.scheduler")
 
 
 
-def tick_seconds() -> float:
-    return float(os.environ.get("ONESTOP_NOTIFICATION_TICK_SECONDS", "5"))
-
-
-def enabled(clock) -> bool:
+def enabled(platform: Platform) -> bool:
     """`ONESTOP_NOTIFICATION_SCHEDULER=on|off`; unset: on, except on a FixedClock (a test drives time
     and calls `tick()` itself, and other areas' tests get no rule notices they did not ask for)."""
-    setting = os.environ.get("ONESTOP_NOTIFICATION_SCHEDULER", "")
+    setting = platform.settings.notification_scheduler
     if setting in ("on", "off"):
         return setting == "on"
-    return not isinstance(clock, FixedClock)
+    return not isinstance(platform.clock, FixedClock)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -44,11 +40,6 @@ def today(platform: Platform) -> date:
 
 
 MAX_CHUNKS = 100_000  # bound on one fan-out's loop (10^9 recipients at the default chunk)
-
-
-def chunk_size() -> int:
-    """Recipients written per transaction (`ONESTOP_NOTIFICATION_FANOUT_CHUNK`, default 10,000)."""
-    return max(1, int(os.environ.get("ONESTOP_NOTIFICATION_FANOUT_CHUNK", "10000")))
 
 
 async def fan_out_step(tx, notice_id: str, now_ms: int, limit: int) -> bool:
@@ -73,7 +64,8 @@ async def complete_fan_out(platform: Platform, notice_id: str, on_delivered) -> 
     """Drive a notice's fan-out to the end, one chunk per write transaction (other writers interleave)."""
     for _ in range(MAX_CHUNKS):
         async with platform.db.write(offload=True) as tx:  # bulk INSERT ... SELECT: off the loop
-            done = await fan_out_step(tx, notice_id, to_epoch_ms(platform.clock.now()), chunk_size())
+            done = await fan_out_step(tx, notice_id, to_epoch_ms(platform.clock.now()),
+                                          platform.settings.notification_fanout_chunk)
         on_delivered()
         if done:
             return
@@ -88,7 +80,7 @@ class Scheduler:
         self.worker = f"{WORKER}:{id(self):x}"
 
     def start(self) -> None:
-        if enabled(self._p.clock) and self._task is None:
+        if enabled(self._p) and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="notification-scheduler")
 
     async def stop(self) -> None:
@@ -106,7 +98,7 @@ class Scheduler:
                 if getattr(self._p.db, "_writer", None) is None:
                     return
                 log.exception("scheduler tick failed")
-            await asyncio.sleep(tick_seconds())
+            await asyncio.sleep(self._p.settings.notification_tick_seconds)
 
     async def tick(self) -> dict[str, int]:
         return {"resumed": await self.resume_fan_outs(), "sent": await self.send_due(),

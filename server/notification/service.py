@@ -67,7 +67,7 @@ STATUS = {"scheduled": pb.NOTICE_STATUS_SCHEDULED, "sent": pb.NOTICE_STATUS_SENT
 
 
 async def prepare(platform: Platform) -> None:
-    hub = DeliveryHub(platform.db)
+    hub = DeliveryHub(platform.db, poll_seconds=platform.settings.notification_poll_ms / 1000)
     platform.services["notification_hub"] = hub
     platform.services["notices"] = NoticeSink(platform.clock, on_delivered=hub.poke)
     scheduler = Scheduler(platform, on_delivered=hub.poke)
