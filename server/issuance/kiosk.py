@@ -33,7 +33,7 @@ from server.db import Tx
 from server.errors import DomainError, FailedPrecondition, FieldViolation, InvalidArgument
 from server.ids import new_id
 from server.issuance import rules, store
-from server.issuance.batch import StepCommitter
+from server.groupcommit import GroupCommit
 from server.issuance.pdf import BlobStore, CertificateContent, Renderer, render
 from server.issuance.rules import KioskSettings
 from server.platform import Platform
@@ -153,7 +153,7 @@ class KioskDesk:
     def __init__(self, platform: Platform) -> None:
         self._p = platform
         self.blobs = BlobStore(platform.settings.blob_dir)
-        self._commits = StepCommitter(platform.db)
+        self._commits = GroupCommit(platform.db, name="kiosk steps", unavailable_reason="STEP_NOT_STORED")
         self.renderer = Renderer(self.blobs, platform.settings.pdf_workers)
 
         async def close_renderer() -> None:
