@@ -44,15 +44,18 @@ class GroupCommit:
     `max_batch` bounds how long a batch holds the event loop. `linger_s` > 0 lets a batch wait, up
     to that long and only while the loop is busy with other work (requests on their way here), so
     that they join it instead of paying for a transaction each; 0 takes what is queued at once.
+    `savepoints=False` is for units that isolate themselves (the points ledger keeps a savepoint of
+    its own, to store a refusal after rolling back the work) and never raise.
     """
 
     def __init__(self, db: Database, *, name: str, unavailable_reason: str, max_batch: int = 64,
-                 linger_s: float = 0.0) -> None:
+                 linger_s: float = 0.0, savepoints: bool = True) -> None:
         self._db = db
         self._name = name
         self._reason = unavailable_reason
         self._max_batch = max_batch
         self._linger_s = linger_s
+        self._savepoints = savepoints
         self._queue: list[tuple[Unit, asyncio.Future]] = []
         self._drain: asyncio.Task | None = None
         self.batches = 0
@@ -94,16 +97,7 @@ class GroupCommit:
             async with self._db.write() as tx:
                 batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
                 for fn, future in batch:
-                    await tx.execute("SAVEPOINT unit")
-                    try:
-                        answer = await fn(tx)
-                    except Exception as error:
-                        await tx.execute("ROLLBACK TO unit")
-                        await tx.execute("RELEASE unit")
-                        outcomes.append((future, None, error))
-                    else:
-                        await tx.execute("RELEASE unit")
-                        outcomes.append((future, answer, None))
+                    outcomes.append((future, *await self._isolated(tx, fn)))
         except asyncio.CancelledError:
             for _, future in batch:
                 future.cancel()
@@ -126,6 +120,20 @@ class GroupCommit:
                 future.set_result(answer)
             else:
                 future.set_exception(error)
+
+    async def _isolated(self, tx: Tx, fn: Unit) -> tuple[Any, BaseException | None]:
+        """`fn(tx)` inside its own savepoint: (answer, None), or (None, error) with its writes undone."""
+        if not self._savepoints:
+            return await fn(tx), None
+        await tx.execute("SAVEPOINT unit")
+        try:
+            answer = await fn(tx)
+        except Exception as error:
+            await tx.execute("ROLLBACK TO unit")
+            await tx.execute("RELEASE unit")
+            return None, error
+        await tx.execute("RELEASE unit")
+        return answer, None
 
     async def _gather(self) -> None:
         """Wait while the loop has other work, up to `linger_s` or a full batch.

@@ -1,11 +1,10 @@
 """Group commit for the points area: many concurrent requests, one transaction per batch.
 
 Callers `submit()` a job (an idempotency key and a synchronous function over a sqlite3
-connection). One drain task takes everything queued and runs the whole batch in ONE write
-transaction of the database's single writer (`db.write()`), each job inside its own SAVEPOINT: a
-refused job rolls back only its savepoint (its refusal is stored as its outcome), the others
-commit. Callers' futures are resolved only after COMMIT returned, so nothing is acknowledged that a
-crash could lose.
+connection). Jobs are group-committed (server.groupcommit): a batch runs in ONE write transaction
+of the database's single writer (`db.write()`), each job inside its own SAVEPOINT: a refused job
+rolls back only its savepoint (its refusal is stored as its outcome), the others commit. Callers
+are answered only after COMMIT returned, so nothing is acknowledged that a crash could lose.
 
 The batch runs synchronously on the event loop's thread over the writer's plain sqlite3
 connection (`tx.conn`): a transfer is a dozen indexed statements (about 0.1 ms), far less than a
@@ -18,13 +17,11 @@ Python over sqlite3, which the property test drives in-process through `apply_ba
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import sqlite3
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +29,16 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from server.clock import Clock, to_epoch_ms
-from server.db import Database
-from server.errors import DomainError, InvalidArgument, Unavailable, from_status
+from server.db import Database, Tx
+from server.errors import DomainError, InvalidArgument, from_status
+from server.groupcommit import GroupCommit
 
 log = logging.getLogger("onestop.points.writer")
 
 # A batch holds the event loop while it runs (about 0.1-0.2 ms a transfer): bound it.
 MAX_BATCH = 128
-# How long a batch may wait for requests the server is already working on (see _gather), and
-# when the loop counts as idle: a round of it in which nothing else ran takes a few microseconds,
-# serving any step of an RPC takes tens; two such rounds in a row and nobody is about to submit.
+# How long a batch may wait for requests the server is already working on (GroupCommit.linger_s).
 LINGER_S = 0.010
-IDLE_ROUND_S = 20e-6
-IDLE_ROUNDS = 2
 Work = Callable[[sqlite3.Connection, int], Message]
 
 
@@ -58,7 +52,6 @@ class Job:
     digest: bytes
     response_type: type[Message]
     work: Work
-    future: asyncio.Future | None = field(default=None, repr=False)
 
 
 class Outcome:
@@ -152,91 +145,41 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 class BatchWriter:
-    """The per-process batching writer. `submit` returns only after the job's batch committed."""
+    """The per-process batching writer. `submit` returns only after the job's batch committed.
+
+    Batches go through the server's one group-commit piece (server.groupcommit), lingering while
+    the loop is busy so that requests on their way join: measured over gRPC with 50 clients,
+    committing at once made batches of 1-2 and cost about a third more server CPU per transfer.
+    Never call `submit` while holding `db.write()`: the batch needs the same writer.
+    """
 
     def __init__(self, db: Database, clock: Clock, *, max_batch: int = MAX_BATCH) -> None:
-        self._db = db
         self._clock = clock
-        self._max_batch = max_batch
-        self._queue: list[Job] = []
-        self._drain: asyncio.Task | None = None
-        self.batches = 0
-        self.jobs = 0
+        self._commits = GroupCommit(db, name="points ledger", unavailable_reason="LEDGER_UNAVAILABLE",
+                                    max_batch=max_batch, linger_s=LINGER_S, savepoints=False)
+
+    @property
+    def batches(self) -> int:
+        return self._commits.batches
+
+    @property
+    def jobs(self) -> int:
+        return self._commits.units
 
     async def submit(self, key: tuple[str, str, str], request: Message, response_type: type[Message],
                      work: Work) -> Any:
-        job = Job(key, digest(request), response_type, work, asyncio.get_running_loop().create_future())
-        self._queue.append(job)
-        if self._drain is None or self._drain.done():
-            self._drain = asyncio.create_task(self._run())
-        # A caller that gives up cancels only its own future: the job still runs with its batch.
-        outcome: Outcome = await job.future
+        job = Job(key, digest(request), response_type, work)
+        clock = self._clock
+
+        async def unit(tx: Tx) -> Outcome:
+            return apply_once(tx.conn, job, to_epoch_ms(clock.now()))
+
+        # A caller that gives up cancels only its own wait: the job still runs with its batch.
+        outcome: Outcome = await self._commits.run(unit)
         if outcome.error is not None:
             raise outcome.error
         return outcome.response
 
-    async def _run(self) -> None:
-        await self._gather()
-        while self._queue:
-            batch: list[Job] = []
-            try:
-                async with self._db.write() as tx:
-                    # Taken once the writer is ours: requests that came while it was busy join too.
-                    batch = self._take()
-                    outcomes = run_batch(tx.conn, batch, to_epoch_ms(self._clock.now()))
-            except Exception:
-                batch = batch or self._take()
-                log.exception("points batch failed", extra={"jobs": len(batch)})
-                outcomes = [Outcome(error=Unavailable("LEDGER_UNAVAILABLE", "the ledger could not commit; retry"))
-                            for _ in batch]
-            self.batches += 1
-            self.jobs += len(batch)
-            for job, outcome in zip(batch, outcomes):
-                if not job.future.done():
-                    job.future.set_result(outcome)
-
-    def _take(self) -> list[Job]:
-        batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch:]
-        return batch
-
-    async def _gather(self) -> None:
-        """Let the requests the server is already working on join the batch.
-
-        The batch runs on the loop's thread, so nothing can join it once it started: each request
-        that misses it pays for a transaction of its own (BEGIN, COMMIT, the pages written), which
-        costs more than its transfer. So the drain waits for as long as the loop has other work
-        (requests on their way here), and goes as soon as the loop is idle (no one is about to
-        submit: a lone request waits a few microseconds), at LINGER_S, or when the batch is full.
-
-        The loop is watched by a callback that re-schedules itself every round and times it: a
-        bare callback costs a fraction of a task step, and there are dozens of rounds a batch.
-        Measured over gRPC with 50 clients: committing at once made batches of 1-2 and cost about a
-        third more server CPU per transfer; yielding a task step per round, about 15 % more than
-        this callback; with 4 clients this was also the lowest latency of the variants tried (fixed
-        1-10 ms timers doubled it).
-        """
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        last = time.perf_counter()
-        deadline = last + LINGER_S
-        idle = 0
-
-        def round_ended() -> None:
-            nonlocal last, idle
-            now = time.perf_counter()
-            idle = idle + 1 if now - last < IDLE_ROUND_S else 0
-            last = now
-            if idle >= IDLE_ROUNDS or now > deadline or len(self._queue) >= self._max_batch:
-                if not done.done():
-                    done.set_result(None)
-            else:
-                loop.call_soon(round_ended)
-
-        loop.call_soon(round_ended)
-        await done
-
     async def aclose(self) -> None:
         """Let the batch in flight commit (its callers are owed an answer)."""
-        if self._drain is not None and not self._drain.done():
-            await asyncio.wait([self._drain], timeout=10)
-        log.info("points writer closed", extra={"batches": self.batches, "jobs": self.jobs})
+        await self._commits.aclose()
