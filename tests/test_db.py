@@ -44,3 +44,40 @@ async def test_migrations_apply_once_across_opens(tmp_path):
     assert (await second.query("SELECT count(*) FROM schema_migrations"))[0][0] == versions[0][0]
     assert await second.migrate(__import__("server.db", fromlist=["x"]).discover_migrations()) == []
     await second.close()
+
+
+async def test_commits_never_checkpoint_the_wal_and_the_checkpoint_task_does(tmp_path, monkeypatch):
+    """COMMIT on the loop's thread must not copy the WAL into the file (an fsync that stalls every
+    call); the checkpoint task does it off the loop."""
+    import server.db as db_module
+
+    monkeypatch.setattr(db_module, "CHECKPOINT_EVERY_S", 3600.0)
+    db = await Database(tmp_path / "wal.db").open(migrations=[])
+    try:
+        async with db.write() as tx:
+            await tx.execute("CREATE TABLE blobs (data BLOB)")
+        before = (tmp_path / "wal.db").stat().st_size
+        for _ in range(40):  # 5 MB: well past SQLite's automatic checkpoint at 1000 pages
+            async with db.write() as tx:
+                await tx.execute("INSERT INTO blobs VALUES (zeroblob(131072))")
+        assert (tmp_path / "wal.db").stat().st_size == before
+        assert (tmp_path / "wal.db-wal").stat().st_size > 5_000_000
+    finally:
+        await db.close()
+
+    monkeypatch.setattr(db_module, "CHECKPOINT_EVERY_S", 0.02)
+    db = await Database(tmp_path / "wal2.db").open(migrations=[])
+    try:
+        for _ in range(40):
+            async with db.write() as tx:
+                await tx.execute("CREATE TABLE IF NOT EXISTS blobs (data BLOB)")
+                await tx.execute("INSERT INTO blobs VALUES (zeroblob(131072))")
+        for _ in range(250):  # bounded: 5 s
+            if (tmp_path / "wal2.db").stat().st_size > 5_000_000:
+                break
+            await asyncio.sleep(0.02)
+        assert (tmp_path / "wal2.db").stat().st_size > 5_000_000
+        async with db.read() as tx:
+            assert await tx.scalar("SELECT count(*) FROM blobs") == 40
+    finally:
+        await db.close()
