@@ -16,6 +16,8 @@ import asyncio
 import functools
 import logging
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,7 +32,8 @@ SERVER_DIR = Path(__file__).resolve().parent
 AREAS = ("core", "registry", "auth", "application", "notification", "issuance", "points")
 
 # Statements on the event loop's thread never wait for a lock (busy_timeout=0, see `_run`); a
-# worker thread waits up to this long for another writer, as SQLite's own busy handler.
+# worker thread retries up to this long for another writer, as SQLite's own busy handler would
+# (but a cancelled caller can stop it).
 BUSY_TIMEOUT_MS = 30_000
 # The writer does not checkpoint the WAL inside COMMIT (an fsync on the loop's thread: measured p99
 # 16-25 ms, once 445 ms); a task does it this often on a worker thread, on its own connection.
@@ -80,25 +83,43 @@ def _busy(error: sqlite3.OperationalError) -> bool:
     return "locked" in message or "busy" in message
 
 
-def _waiting(conn: sqlite3.Connection, fn: Callable[..., Any], args: tuple) -> Any:
-    """Run `fn(*args)` on a worker thread, letting SQLite wait for another writer's lock."""
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    try:
-        return fn(*args)
-    finally:
-        conn.execute("PRAGMA busy_timeout=0")
+def _waiting(stop: threading.Event, fn: Callable[..., Any], args: tuple) -> Any:
+    """Run `fn(*args)` on a worker thread, retrying while another connection holds SQLite's lock
+    (as SQLite's busy handler would, up to BUSY_TIMEOUT_MS), until `stop` is set."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            return fn(*args)
+        except sqlite3.OperationalError as error:
+            if not _busy(error) or stop.is_set() or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 async def _off_loop(conn: sqlite3.Connection, fn: Callable[..., Any], *args: Any, wait: bool = False) -> Any:
-    """Run a statement on a worker thread; a cancellation waits for it to end (the connection is not
-    shared between threads while a statement runs on it), then cancels."""
-    call = functools.partial(_waiting, conn, fn, args) if wait else functools.partial(fn, *args)
+    """Run a statement on a worker thread. A cancellation stops a wait for another writer's lock
+    (and interrupts a running statement), and is raised only when the thread is done with the
+    connection, however many cancellations arrive: the caller must never find the connection still
+    in use, or a late BEGIN succeeding after it gave up."""
+    stop = threading.Event()
+    call = functools.partial(_waiting, stop, fn, args) if wait else functools.partial(fn, *args)
     future = asyncio.get_running_loop().run_in_executor(None, call)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await asyncio.wait([future])
-        raise
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if not future.done():
+                cancelled = True
+                stop.set()
+                conn.interrupt()
+        except BaseException:
+            break
+    if cancelled:
+        raise asyncio.CancelledError
+    return future.result()
 
 
 async def _run(conn: sqlite3.Connection, offload: bool, fn: Callable[..., Any], *args: Any) -> Any:
@@ -207,15 +228,16 @@ class Database:
         self._writer = await asyncio.to_thread(self._connect, readonly=False)
         await self.migrate(discover_migrations() if migrations is None else migrations)
         for _ in range(self._read_connections):
-            self._readers.put_nowait(self._connect(readonly=True))
-        self._quick = self._connect(readonly=True)
-        self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_loop(), name="wal-checkpoints")
+            self._readers.put_nowait(await asyncio.to_thread(self._connect, readonly=True))
+        self._quick = await asyncio.to_thread(self._connect, readonly=True)
+        checkpointer = await asyncio.to_thread(self._connect, readonly=False)
+        self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_loop(checkpointer),
+                                                                   name="wal-checkpoints")
         return self
 
-    async def _checkpoint_loop(self) -> None:
+    async def _checkpoint_loop(self, conn: sqlite3.Connection) -> None:
         """Copy committed WAL pages into the database file now and then, off the loop (PASSIVE: it
         never waits for readers or writers, so it cannot stall anyone)."""
-        conn = self._connect(readonly=False)
         done = 0
         while True:
             await asyncio.sleep(CHECKPOINT_EVERY_S)
@@ -223,10 +245,25 @@ class Database:
                 done = self._commits
                 try:
                     await _off_loop(conn, conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error as error:
+                except Exception as error:  # keep going: without this task the WAL only grows
                     log.warning("checkpoint failed", extra={"error": type(error).__name__})
 
     async def close(self) -> None:
+        """Close every connection, once a write transaction in flight has ended (up to 10 s)."""
+        locked = False
+        if self._writer is not None:
+            try:
+                await asyncio.wait_for(self._write_lock.acquire(), 10)
+                locked = True
+            except TimeoutError:
+                log.warning("closing with a write transaction still in flight")
+        try:
+            await self._close_connections()
+        finally:
+            if locked:
+                self._write_lock.release()
+
+    async def _close_connections(self) -> None:
         if self._checkpoints is not None:
             self._checkpoints.cancel()
             await asyncio.gather(self._checkpoints, return_exceptions=True)
@@ -270,6 +307,9 @@ class Database:
         assert self._writer is not None, "database not open"
         async with self._write_lock:
             conn = self._writer
+            if conn.in_transaction:  # never expected (see _off_loop); never leave the writer stuck
+                log.error("writer found inside a transaction; rolled back")
+                conn.execute("ROLLBACK")
             try:
                 await _run(conn, offload, conn.execute, "BEGIN IMMEDIATE")
             except asyncio.CancelledError:

@@ -81,3 +81,29 @@ async def test_commits_never_checkpoint_the_wal_and_the_checkpoint_task_does(tmp
             assert await tx.scalar("SELECT count(*) FROM blobs") == 40
     finally:
         await db.close()
+
+
+async def test_a_caller_cancelled_twice_while_waiting_for_the_lock_leaves_the_writer_clean(tmp_path):
+    """Cancelled, then cancelled again while the worker thread still waits for another process's
+    lock: the wait is interrupted at once, the cancellation arrives only when the thread is done,
+    and no BEGIN succeeds later behind the caller's back."""
+    path = tmp_path / "x.db"
+    holder, waiter = await Database(path).open(), await Database(path).open()
+    try:
+        async with holder.write() as tx:
+            await tx.execute("INSERT INTO municipalities (code, prefecture, name, name_kana) VALUES ('131016','','','')")
+            blocked = asyncio.ensure_future(_write_one(waiter, "011002"))
+            await asyncio.sleep(0.2)
+            blocked.cancel()
+            await asyncio.sleep(0)
+            blocked.cancel()
+            # Still holding the lock: the waiter's BEGIN was interrupted, not left waiting 30 s.
+            done, _ = await asyncio.wait([blocked], timeout=5)
+            assert done and blocked.cancelled()
+            assert not waiter._writer.in_transaction
+        await asyncio.wait_for(_write_one(waiter, "012025"), timeout=30)
+        rows = await waiter.query("SELECT code FROM municipalities ORDER BY code")
+        assert [r["code"] for r in rows] == ["012025", "131016"]
+    finally:
+        await holder.close()
+        await waiter.close()

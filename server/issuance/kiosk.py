@@ -159,6 +159,7 @@ class KioskDesk:
         async def close_renderer() -> None:
             self.renderer.close()
 
+        platform.on_shutdown.append(self._commits.aclose)  # steps in flight are owed their answers
         platform.on_shutdown.append(close_renderer)
 
     # entry point ----------------------------------------------------------------------------
