@@ -209,15 +209,27 @@ class JpegScrubber:
             if bytes(payload[:6]) == b"Exif\x00\x00" and self._orientation is None and self._held is not None:
                 self._orientation = orientation_of(payload[6:])
         elif marker == _APP2:
-            if bytes(payload[:12]) == b"ICC_PROFILE\x00":
+            if _plain_icc_profile(payload):
                 self._emit(out, segment)
         elif marker == _APP14:
-            if bytes(payload[:5]) == b"Adobe":
-                self._emit(out, segment)
+            if bytes(payload[:5]) == b"Adobe" and len(payload) >= 12:
+                # Only its fixed 12 bytes (version, flags, colour transform): nothing may ride along.
+                self._emit(out, b"\xff\xee\x00\x0e" + bytes(payload[:12]))
         elif 0xE0 <= marker <= 0xEF or marker == _COM:
             pass  # XMP, IPTC/Photoshop, MPF, vendor data, comments
         else:
             raise Unreadable(f"an unsupported marker 0xFF{marker:02X}")
+
+
+def _plain_icc_profile(payload: Piece) -> bool:
+    """An ICC colour profile in one segment whose declared size is exactly what the segment holds
+    (a profile split over several segments, or one with bytes beyond its own size, is dropped:
+    colours may shift slightly, but nothing can hide there)."""
+    if bytes(payload[:12]) != b"ICC_PROFILE\x00" or len(payload) < 14 + 128:
+        return False
+    profile = payload[14:]
+    return (payload[12] == 1 and payload[13] == 1 and int.from_bytes(profile[:4], "big") == len(profile)
+            and bytes(profile[36:40]) == b"acsp")
 
 
 def scrub_jpeg(data: Piece) -> list[Piece]:
@@ -332,10 +344,13 @@ def scrub_pdf(data: bytes) -> bytes:
 
 def _drop_metadata_streams(root) -> None:
     """Remove every /Metadata (XMP) and /PieceInfo entry reachable from the document root: the
-    catalog's, the pages', and those of images and forms (an edited picture carries its own XMP)."""
-    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, NameObject
+    catalog's, the pages', and those of images and forms (an edited picture carries its own XMP);
+    page thumbnails and embedded files; and clean every embedded JPEG photo (a scanned page from a
+    phone carries the photo's EXIF, GPS included) as an uploaded JPEG is cleaned."""
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, NameObject, StreamObject
 
-    keys = (NameObject("/Metadata"), NameObject("/PieceInfo"))
+    keys = (NameObject("/Metadata"), NameObject("/PieceInfo"), NameObject("/Thumb"),
+            NameObject("/EmbeddedFiles"))
     seen: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -348,6 +363,13 @@ def _drop_metadata_streams(root) -> None:
         if isinstance(item, DictionaryObject):  # stream objects included
             for key in keys:
                 item.pop(key, None)
+            if isinstance(item, StreamObject) and item.get("/Subtype") == "/Image":
+                filters = item.get("/Filter")
+                filters = list(filters) if isinstance(filters, ArrayObject) else [filters]
+                if "/DCTDecode" in filters:
+                    if filters != ["/DCTDecode"]:
+                        raise Unreadable("a JPEG image inside the PDF is wrapped in other filters")
+                    item._data = b"".join(bytes(p) for p in scrub_jpeg(item._data))
             stack.extend(item.values())
         elif isinstance(item, ArrayObject):
             stack.extend(item)

@@ -278,3 +278,40 @@ def test_clean_a_png_through_the_store(tmp_path):
     source.write_bytes(source.read_bytes()[:200])
     with pytest.raises(scrub.Unreadable):
         store.clean(source, "image/png", store.temp_path())
+
+
+def test_jpeg_segments_kept_for_decoding_carry_nothing_else():
+    """The Adobe segment is cut to its fixed 12 bytes; an ICC segment whose profile is not exactly
+    a profile (extra bytes, bad signature) is dropped: neither can smuggle metadata through."""
+    hidden = b"<x:xmpmeta>GPSLatitude 35.68 YAMADA-HIDDEN</x:xmpmeta>"
+    adobe = segment(0xEE, b"Adobe\x00\x64\x00\x00\x00\x00\x01" + hidden)
+    fake_icc = segment(0xE2, b"ICC_PROFILE\x00\x01\x01" + struct.pack(">I", 200) + b"\x00" * 32 + b"acsp"
+                       + b"\x00" * 160 + hidden)
+    original = insert_after_soi(jpeg_bytes(), adobe, fake_icc)
+    cleaned = joined(scrub.scrub_jpeg(original))
+    assert b"YAMADA-HIDDEN" not in cleaned and b"GPSLatitude" not in cleaned
+    assert b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x01" in cleaned  # the decoder's part stays
+    assert b"ICC_PROFILE" not in cleaned
+    assert pixels(cleaned) == pixels(original)
+
+
+def test_pdf_with_an_embedded_phone_photo_loses_the_photo_exif():
+    """A phone's "scan to PDF" embeds the JPEG as it is (DCTDecode), EXIF and GPS included."""
+    from pypdf import PdfReader
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    photo = phone_jpeg()
+    assert b"PhoneMaker" in photo
+    out = io.BytesIO()
+    pdf = canvas.Canvas(out)
+    pdf.drawImage(ImageReader(io.BytesIO(photo)), 50, 50, width=97, height=61)
+    pdf.showPage()
+    pdf.save()
+    original = out.getvalue()
+    assert b"PhoneMaker" in original  # reportlab embedded the JPEG bytes unchanged
+    cleaned = scrub.scrub_pdf(original)
+    for marker in (b"PhoneMaker", b"Exif\x00\x00", b"COMMENT-YAMADA", b"IPTC-YAMADA"):
+        assert marker not in cleaned, marker
+    assert joined(scrub.scrub_jpeg(photo)) in cleaned  # the same photo, cleaned as an upload is
+    assert len(PdfReader(io.BytesIO(cleaned)).pages[0].images) == 1
