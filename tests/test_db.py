@@ -1,34 +1,13 @@
-"""The storage layer on its own: the single writer survives cancellation; migrations apply once."""
+"""The storage layer on its own: the single writer survives cancellation; migrations apply once;
+checkpoints happen off the loop."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from server.db import Database
-
-
-async def test_writer_is_usable_after_a_cancel_while_waiting_for_the_lock(tmp_path):
-    path = tmp_path / "x.db"
-    holder, waiter = await Database(path).open(), await Database(path).open()
-    try:
-        async with holder.write() as tx:
-            await tx.execute("INSERT INTO municipalities (code, prefecture, name, name_kana) VALUES ('131016','','','')")
-            # The other process's writer now waits on SQLite's lock; cancel it mid-BEGIN.
-            blocked = asyncio.ensure_future(_write_one(waiter, "011002"))
-            await asyncio.sleep(0.2)
-            blocked.cancel()
-        # The lock is free again: the cancelled BEGIN completes, and is undone.
-        try:
-            await blocked
-        except asyncio.CancelledError:
-            pass
-        # The cancelled process can still write: its writer is not stuck inside a transaction.
-        await asyncio.wait_for(_write_one(waiter, "012025"), timeout=30)
-        rows = await waiter.query("SELECT code FROM municipalities ORDER BY code")
-        assert [r["code"] for r in rows] == ["012025", "131016"]
-    finally:
-        await holder.close()
-        await waiter.close()
 
 
 async def _write_one(db: Database, code: str) -> None:
@@ -83,10 +62,11 @@ async def test_commits_never_checkpoint_the_wal_and_the_checkpoint_task_does(tmp
         await db.close()
 
 
-async def test_a_caller_cancelled_twice_while_waiting_for_the_lock_leaves_the_writer_clean(tmp_path):
-    """Cancelled, then cancelled again while the worker thread still waits for another process's
-    lock: the wait is interrupted at once, the cancellation arrives only when the thread is done,
-    and no BEGIN succeeds later behind the caller's back."""
+@pytest.mark.parametrize("cancels", [1, 2])
+async def test_a_caller_cancelled_while_waiting_for_the_lock_leaves_the_writer_clean(tmp_path, cancels):
+    """Cancelled (once, or again while the worker thread still waits for another process's lock):
+    the wait stops at once, the cancellation arrives only when the thread is done, and no BEGIN
+    succeeds later behind the caller's back; the writer goes on working."""
     path = tmp_path / "x.db"
     holder, waiter = await Database(path).open(), await Database(path).open()
     try:
@@ -94,9 +74,9 @@ async def test_a_caller_cancelled_twice_while_waiting_for_the_lock_leaves_the_wr
             await tx.execute("INSERT INTO municipalities (code, prefecture, name, name_kana) VALUES ('131016','','','')")
             blocked = asyncio.ensure_future(_write_one(waiter, "011002"))
             await asyncio.sleep(0.2)
-            blocked.cancel()
-            await asyncio.sleep(0)
-            blocked.cancel()
+            for _ in range(cancels):
+                blocked.cancel()
+                await asyncio.sleep(0)
             # Still holding the lock: the waiter's BEGIN was interrupted, not left waiting 30 s.
             done, _ = await asyncio.wait([blocked], timeout=5)
             assert done and blocked.cancelled()

@@ -147,7 +147,9 @@ async def test_record_changed_after_the_order_is_printed_as_it_stands_at_payment
     assert doc.serial in text and doc.verification_code in text
 
 
-async def test_seal_abolished_after_the_order_yields_nothing(platform):
+def _seal_abolisher():
+    """A change for `_changed_before_payment` / `_prepared_then`: the holder's seal registration,
+    made at setup, is abolished."""
     from tests.issuance.kit import abolish_seal, add_seal
 
     registrations = {}
@@ -159,7 +161,12 @@ async def test_seal_abolished_after_the_order_yields_nothing(platform):
         registrations[resident_id] = await add_seal(platform, resident_id)
 
     abolish.setup = setup
-    response = await _changed_before_payment(platform, abolish, order(pb.CERTIFICATE_TYPE_SEAL_REGISTRATION))
+    return abolish
+
+
+async def test_seal_abolished_after_the_order_yields_nothing(platform):
+    response = await _changed_before_payment(platform, _seal_abolisher(),
+                                             order(pb.CERTIFICATE_TYPE_SEAL_REGISTRATION))
     assert response.refusal.reason == "NO_ACTIVE_SEAL"
     assert await money(platform) == {"documents": {}, "charges": {}, "fee_lines": (0, 0)}
 
@@ -228,18 +235,7 @@ async def test_record_changed_after_rendering_is_rendered_anew(platform):
 
 
 async def test_seal_abolished_after_rendering_yields_nothing(platform):
-    from tests.issuance.kit import abolish_seal, add_seal
-
-    registrations = {}
-
-    async def abolish(platform, resident_id):
-        await abolish_seal(platform, registrations[resident_id])
-
-    async def setup(platform, resident_id):
-        registrations[resident_id] = await add_seal(platform, resident_id)
-
-    abolish.setup = setup
-    _, response = await _prepared_then(platform, abolish, order(pb.CERTIFICATE_TYPE_SEAL_REGISTRATION))
+    _, response = await _prepared_then(platform, _seal_abolisher(), order(pb.CERTIFICATE_TYPE_SEAL_REGISTRATION))
     assert response.refusal.reason == "NO_ACTIVE_SEAL"
     assert await money(platform) == {"documents": {}, "charges": {}, "fee_lines": (0, 0)}
 
