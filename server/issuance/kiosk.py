@@ -75,7 +75,7 @@ _parsed_settings: dict[str, KioskSettings] = {}
 
 async def load_settings(tx: Tx, lgcode: str) -> KioskSettings:
     """The municipality's settings as they stand in `tx`. The row is read every time; only its JSON
-    parse is remembered, by the exact text (the returned object is shared: never mutate it)."""
+    parse is remembered, by the exact text, and each caller gets its own copy."""
     row = await store.settings_row(tx, lgcode)
     if row is None:
         return KioskSettings.default_for(lgcode)
@@ -85,7 +85,7 @@ async def load_settings(tx: Tx, lgcode: str) -> KioskSettings:
         if len(_parsed_settings) >= 1024:
             _parsed_settings.clear()
         settings = _parsed_settings[text] = KioskSettings.from_json(text)
-    return settings
+    return replace(settings, offered_types=list(settings.offered_types), fees=dict(settings.fees))
 
 
 def municipality_label(row) -> str:
