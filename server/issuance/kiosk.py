@@ -165,7 +165,7 @@ class KioskDesk:
     # entry point ----------------------------------------------------------------------------
 
     async def handle(self, kiosk: Machine, request: pb.KioskSessionRequest) -> pb.KioskSessionResponse:
-        self.renderer.start()  # no-op once started (or with no workers)
+        self.renderer.start()  # starts (or restarts, when due) the PDF workers; otherwise a no-op
         ktid, step_id = request.kiosk_transaction_id, request.step_id
         bad = [name for name, value in (("kiosk_transaction_id", ktid), ("step_id", step_id))
                if not value or len(value) > MAX_ID or not value.isprintable()]

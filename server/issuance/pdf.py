@@ -286,21 +286,36 @@ class Renderer:
     The worker processes are started (with "spawn": never forked from a process running gRPC's
     threads) by `start()`, which the kiosk desk calls when the first kiosk connects, so they have
     warmed up (imports, font) by the time its first payment comes. A pool that breaks (a worker
-    killed) is dropped and rendering goes on inline."""
+    killed) is dropped and rendering goes on inline until a kiosk connecting after a pause (which
+    doubles with each breakage: RESTART_AFTER_S, up to RESTART_AFTER_MAX_S) starts a new pool."""
+
+    RESTART_AFTER_S = 5.0
+    RESTART_AFTER_MAX_S = 300.0
 
     def __init__(self, blobs: BlobStore, workers: int) -> None:
         self.blobs = blobs
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._started = False
+        self._restart_at: float | None = None
+        self._pause = self.RESTART_AFTER_S
+        self.restarts = 0
 
     def start(self) -> None:
-        """Start the worker processes (once: after a breakage rendering stays inline)."""
+        """Start the worker processes once; later calls restart a broken pool once its pause passed."""
         if self.workers > 0 and not self._started:
             self._started = True
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_worker_started, initargs=(os.getpid(),))
-            self._pool.submit(_warm_up)
+            self._spawn()
+        elif self._pool is None and self._restart_at is not None and time.monotonic() >= self._restart_at:
+            self._restart_at = None
+            self.restarts += 1
+            log.info("PDF worker processes restarted", extra={"restarts": self.restarts})
+            self._spawn()
+
+    def _spawn(self) -> None:
+        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_worker_started, initargs=(os.getpid(),))
+        self._pool.submit(_warm_up)
 
     @property
     def offloaded(self) -> bool:
@@ -313,8 +328,12 @@ class Renderer:
                 copies, seconds = await asyncio.get_running_loop().run_in_executor(
                     self._pool, _render_and_store, str(self.blobs.root), contents)
             except BrokenExecutor:
-                log.warning("PDF worker process lost; rendering inline from now on")
+                log.warning("PDF worker process lost; rendering inline for now",
+                            extra={"restart_in_s": self._pause})
+                self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
+                self._restart_at = time.monotonic() + self._pause
+                self._pause = min(self._pause * 2, self.RESTART_AFTER_MAX_S)
             else:
                 for _ in contents:
                     STATS.add(seconds / len(contents))

@@ -57,6 +57,13 @@ async def test_a_lost_worker_falls_back_to_inline_rendering(served):
     third = await kiosk(served, "k-c").transact(card, "1234", order())
     assert third.ok
     assert (await money(served))["documents"] == {"printed": 3}
+    # After the pause (here: made to have passed), the next kiosk to connect starts a new pool.
+    assert desk.renderer._restart_at is not None and desk.renderer.restarts == 0
+    desk.renderer._restart_at = 0.0
+    fourth = await kiosk(served, "k-d").transact(card, "1234", order())
+    assert fourth.ok and desk.renderer.offloaded and desk.renderer.restarts == 1
+    assert fourth.documents[0].verification_code in pdf_text(fourth.documents[0].pdf)
+    assert desk.renderer._pause == 2 * desk.renderer.RESTART_AFTER_S  # the next breakage waits longer
 
 
 def test_worker_exits_when_its_server_process_is_killed(tmp_path):
