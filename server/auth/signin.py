@@ -95,6 +95,9 @@ class Authenticator:
         # CRL in force, the signature and the card link are all taken in the one write
         # transaction: a refusal rolls it back, so a refused attempt leaves the nonce unspent.
         self._trust.last.warm(certificate)
+        # A CRL stored since the last sign-in is parsed here, outside the lock; inside it only the
+        # versions are compared (a CRL arriving in between is still loaded there, under the lock).
+        await self._trust.current()
         async with self._p.db.write() as tx:
             nonce = await store.consume_challenge(tx, challenge_id, now_ms)
             if nonce is None:
