@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     challenge_purge_interval_seconds: float = Field(default=60.0, gt=0)
     # Kiosk certificate PDFs: worker processes that render them (the second core); 0 = on the loop.
     pdf_workers: int = Field(default=1, ge=0)
+    # Benchmark instrumentation: a file the server keeps "<PDF CPU seconds> <count>" in.
+    pdf_stats_file: Path | None = None
     # Notices: the scheduler ("on"/"off"; unset = on, except under a FixedClock, where tests drive
     # it), its tick, recipients written per fan-out transaction, and how often live streams poll
     # the database for notices written by other processes.

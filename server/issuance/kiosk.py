@@ -32,7 +32,7 @@ from server.convert import ts, ts_ms
 from server.db import Tx
 from server.errors import DomainError, FailedPrecondition, FieldViolation, InvalidArgument
 from server.ids import new_id
-from server.issuance import rules, store
+from server.issuance import pdf, rules, store
 from server.groupcommit import GroupCommit
 from server.issuance.pdf import BlobStore, CertificateContent, Renderer, render
 from server.issuance.rules import KioskSettings
@@ -155,6 +155,8 @@ class KioskDesk:
         self.blobs = BlobStore(platform.settings.blob_dir)
         self._commits = GroupCommit(platform.db, name="kiosk steps", unavailable_reason="STEP_NOT_STORED")
         self.renderer = Renderer(self.blobs, platform.settings.pdf_workers)
+        if platform.settings.pdf_stats_file is not None:
+            pdf.STATS.path = str(platform.settings.pdf_stats_file)
 
         async def close_renderer() -> None:
             self.renderer.close()

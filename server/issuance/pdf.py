@@ -85,14 +85,15 @@ def _ensure_font() -> None:
 
 
 class RenderStats:
-    """CPU-time accumulators: how much server time PDFs take (in the worker process too). With ONESTOP_PDF_STATS_FILE set
-    (bench/issuance.py does), each render rewrites "<seconds> <count>" there, so a benchmark can read
-    a server process's figures (one pwrite on a descriptor kept open: cheaper than the render)."""
+    """CPU-time accumulators: how much server time PDFs take (the worker's renders are added by the
+    server process). With `path` set (settings.pdf_stats_file; bench/issuance.py sets it), each render
+    rewrites "<seconds> <count>" there, so a benchmark can read a server process's figures (one
+    pwrite on a descriptor kept open: cheaper than the render)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.count = 0
-        self.path = os.environ.get("ONESTOP_PDF_STATS_FILE")
+        self.path: str | None = None
         self._fd: int | None = None
 
     def add(self, seconds: float) -> None:
