@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     kiosk_expiry_interval_seconds: float = Field(default=60.0, gt=0)
     # Delete sign-in challenges expired over an hour ago (often, so each delete stays short).
     challenge_purge_interval_seconds: float = Field(default=60.0, gt=0)
+    # Remove what a server killed mid-upload left in the blob folder (temporary files, files no
+    # attachment names) once older than the age (far longer than an upload in progress is idle).
+    upload_leftovers_interval_seconds: float = Field(default=3600.0, gt=0)
+    upload_leftover_age_seconds: float = Field(default=3600.0, ge=0)
     # Kiosk certificate PDFs: worker processes that render them (the second core); 0 = on the loop.
     pdf_workers: int = Field(default=1, ge=0)
     # Benchmark instrumentation: a file the server keeps "<PDF CPU seconds> <count>" in.

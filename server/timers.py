@@ -12,7 +12,9 @@ clock (`platform.clock`) exactly as the RPC that does the same job on request wo
 - `kiosk_expiry`    — abandoned kiosk transactions are expired, their unconfirmed copies and
                       pending charges voided (`KioskDesk.sweep_expired`);
 - `challenge_purge` — sign-in challenges expired over an hour ago are deleted (the same rule
-                      sign-in applies now and then on its own).
+                      sign-in applies now and then on its own);
+- `upload_leftovers` — temporary upload files and unreferenced attachment files that a server
+                      killed mid-upload left behind are removed (server.application.leftovers).
 
 Sessions are not purged: no retention rule for ended sessions exists yet.
 
@@ -39,6 +41,8 @@ from dataclasses import dataclass
 
 from onestop.points.v1 import points_pb2
 
+from server.application import leftovers
+from server.application.blobs import BlobStore
 from server.auth import store as auth_store
 from server.clock import to_epoch_ms
 from server.ids import new_id
@@ -220,6 +224,12 @@ async def purge_challenges(platform: Platform) -> int:
     return stale
 
 
+async def remove_upload_leftovers(platform: Platform) -> int:
+    """Files a killed server left in the blob folder (see server.application.leftovers)."""
+    return await leftovers.sweep(platform.db, BlobStore(platform.settings.blob_dir),
+                                 platform.settings.upload_leftover_age_seconds)
+
+
 def platform_sweeps(platform: Platform) -> list[Sweep]:
     """The sweeps of the areas this server hosts, at the intervals the settings give."""
     settings, services = platform.settings, platform.services
@@ -236,6 +246,8 @@ def platform_sweeps(platform: Platform) -> list[Sweep]:
                             bound(expire_kiosk_transactions)))
     if "authenticator" in services:
         sweeps.append(Sweep("challenge_purge", settings.challenge_purge_interval_seconds, bound(purge_challenges)))
+    sweeps.append(Sweep("upload_leftovers", settings.upload_leftovers_interval_seconds,
+                        bound(remove_upload_leftovers)))
     return sweeps
 
 

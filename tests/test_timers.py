@@ -26,7 +26,7 @@ from tests.points.kit import LG, OTHER_LG, Kit, ledger_sums, rid
 from tests.points.test_crash import audit
 
 REGULAR = (pb.ACCOUNT_KIND_REGULAR, LG, "")
-SWEEPS = {"points_expiry", "points_holdings", "kiosk_expiry", "challenge_purge"}
+SWEEPS = {"points_expiry", "points_holdings", "kiosk_expiry", "challenge_purge", "upload_leftovers"}
 IDLE = {name: 0 for name in SWEEPS}
 
 
@@ -203,8 +203,7 @@ async def test_a_failing_sweep_is_logged_and_the_others_and_the_next_tick_run(ma
 
 
 async def test_the_real_loops_fire_on_their_own_and_stop_on_shutdown(tmp_path, pki_template, caplog):
-    fast = {f"{name}_interval_seconds": 0.02 for name in ("points_expiry", "points_holdings", "kiosk_expiry",
-                                                          "challenge_purge")}
+    fast = {f"{name}_interval_seconds": 0.02 for name in SWEEPS}
     async with run_platform(tmp_path, pki_template=pki_template, timers=True, **fast) as running:
         timers = timers_of(running)
         assert running.settings.timers and timers.running
