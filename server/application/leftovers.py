@@ -10,7 +10,8 @@ Inside a running process an upload that fails or is cut off removes its own file
 an upload in progress writes its temporary file as chunks arrive and renames it inside the
 transaction that stores the row, so nothing that old belongs to a live upload, whichever of the
 processes sharing the folder runs it. A blob is removed only after the database, under the write
-lock (no upload can commit a reference meanwhile), says no row names it. Issued certificate PDFs
+lock (no upload can commit a reference meanwhile), says neither an attachment nor a signed
+submission's evidence names it. Issued certificate PDFs
 (`<sha[:2]>/<sha>.pdf`, server.issuance.pdf) are not attachments and are never looked at.
 """
 
@@ -65,10 +66,7 @@ async def sweep(db: Database, blobs: BlobStore, age_seconds: float) -> int:
     async with db.read() as tx:
         for start in range(0, len(stored), _CHUNK):
             chunk = stored[start:start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            named = {row[0] for row in await tx.all(
-                f"SELECT DISTINCT sha256 FROM application_attachments WHERE sha256 IN ({marks})",
-                [path.name for path in chunk])}
+            named = await store.referenced_blobs(tx, [path.name for path in chunk])
             unreferenced += [path for path in chunk if path.name not in named]
     if unreferenced:
         async with db.write() as tx:

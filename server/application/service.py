@@ -463,12 +463,17 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
     async def RemoveAttachment(self, request, context_):
         principal = self._principal()
 
+        removed_sha: list[str] = []
+
         async def work(tx):
-            _, fresh = await self._apps.remove_attachment(tx, principal, request.application_id,
-                                                          request.attachment_id)
+            removed, fresh = await self._apps.remove_attachment(tx, principal, request.application_id,
+                                                                request.attachment_id)
+            removed_sha.append(removed["sha256"])
             return pb.RemoveAttachmentResponse(version=fresh["version"])
 
         response = await self._run(request, pb.RemoveAttachmentResponse, work)
+        if removed_sha:  # the photo goes with its row, unless another attachment has the same content
+            await asyncio.shield(self._drop_orphan(removed_sha[0]))
         return response
 
     # ---- reading ----------------------------------------------------------------------------

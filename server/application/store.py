@@ -119,8 +119,19 @@ async def delete_attachment(tx: Tx, application_id: str, attachment_id: str) -> 
     return row
 
 
+# Files still needed: named by an attachment, or by a signed submission's evidence (audit).
+REFERENCED_BLOBS = ("SELECT sha256 FROM application_attachments WHERE sha256 IN ({marks})"
+                    " UNION SELECT sha256 FROM application_evidence_blobs WHERE sha256 IN ({marks})")
+
+
 async def blob_referenced(tx: Tx, sha256: str) -> bool:
-    return await tx.scalar("SELECT 1 FROM application_attachments WHERE sha256 = ? LIMIT 1", (sha256,)) is not None
+    return bool(await referenced_blobs(tx, [sha256]))
+
+
+async def referenced_blobs(tx: Tx, shas: list[str]) -> set[str]:
+    """Which of `shas` an attachment or a submission's evidence names."""
+    marks = ",".join("?" * len(shas))
+    return {row[0] for row in await tx.all(REFERENCED_BLOBS.format(marks=marks), [*shas, *shas])}
 
 
 async def list_for_resident(tx: Tx, resident_id: str, *, status: str | None, procedure: str | None,
@@ -160,11 +171,17 @@ async def queue(tx: Tx, municipality_code: str, *, status: str | None, procedure
 
 
 async def insert_evidence(tx: Tx, row: dict[str, Any]) -> None:
+    """The signed submission, and the files it named (kept while evidence names them)."""
     await tx.execute(
         "INSERT INTO application_evidence (evidence_id, application_id, version, canonical, signature, certificate,"
         " certificate_issuer, certificate_serial, arrived_at_ms) VALUES (:evidence_id, :application_id, :version,"
         " :canonical, :signature, :certificate, :certificate_issuer, :certificate_serial, :arrived_at_ms)",
         row,
+    )
+    await tx.execute(
+        "INSERT OR IGNORE INTO application_evidence_blobs (sha256, evidence_id)"
+        " SELECT json_extract(value, '$.sha256'), ? FROM json_each(CAST(? AS TEXT), '$.attachments')",
+        (row["evidence_id"], row["canonical"]),
     )
 
 

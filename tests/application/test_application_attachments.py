@@ -12,6 +12,7 @@ from onestop.application.v1 import application_pb2 as pb
 from PIL import Image
 from pypdf import PdfReader, PdfWriter
 
+from server.application.blobs import BlobStore
 from server.ids import new_id
 from tests.application.support import (PDF_AUTHOR, PDF_CONTENT, jpeg_bytes, pdf_bytes, refused,
                                         upload_messages)
@@ -154,6 +155,8 @@ async def test_retry_with_same_request_id_stores_once(platform, applicant):
         request_id=new_id("rq"), application_id=draft.application_id, attachment_id=first.attachment.attachment_id),
         metadata=applicant.md)
     assert removed.version > first.version
+    # The photo goes with its row: never signed, nothing else names it.
+    assert not BlobStore(platform.settings.blob_dir).path_for(first.attachment.sha256).exists()
     code, reason, _ = await refused(applicant.stub.RemoveAttachment(pb.RemoveAttachmentRequest(
         request_id=new_id("rq"), application_id=draft.application_id, attachment_id=first.attachment.attachment_id),
         metadata=applicant.md))

@@ -54,6 +54,18 @@ async def test_stale_temporaries_and_unreferenced_blobs_go_and_nothing_else(manu
     assert hashlib.sha256(kept.read_bytes()).hexdigest() == stored.sha256  # the attachment is whole
 
 
+async def test_a_file_a_signed_submission_named_is_kept_for_audit(manual):
+    applicant = await make_applicant(manual)
+    submitted = await applicant.submitted()
+    sha256 = submitted.attachments[0].sha256
+    async with manual.db.write() as tx:  # as when a correction replaces the photo
+        await tx.execute("DELETE FROM application_attachments WHERE sha256 = ?", (sha256,))
+    signed = BlobStore(manual.settings.blob_dir).path_for(sha256)
+    os.utime(signed, (HOURS_AGO, HOURS_AGO))
+    assert (await manual.server.platform.services["timers"].run_due())["upload_leftovers"] == 0
+    assert signed.exists()
+
+
 async def test_the_age_is_a_setting(tmp_path, pki_template):
     async with run_platform(tmp_path, pki_template=pki_template, timers=False,
                             upload_leftover_age_seconds=0) as running:

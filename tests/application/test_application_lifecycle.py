@@ -12,6 +12,7 @@ from onestop.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from server.application.canonical import FORMAT
 from server.crypto.jpki import serial_text
+from server.application.blobs import BlobStore
 from server.ids import new_id
 from server.testing import PASSWORD
 from tests.application.support import (CERT, LG, OTHER_LG, child_allowance_form, jpeg_bytes, make_applicant,
@@ -273,6 +274,8 @@ async def test_whole_lifecycle_with_correction_and_resubmission(platform, applic
     await applicant.stub.RemoveAttachment(pb.RemoveAttachmentRequest(
         request_id=new_id("rq"), application_id=app_id, attachment_id=old_photos[0].attachment_id),
         metadata=applicant.md)
+    # The replaced photo was signed in the first submission: its file stays for audit.
+    assert BlobStore(platform.settings.blob_dir).path_for(old_photos[0].sha256).exists()
     await applicant.upload(app_id, jpeg_bytes(color=(10, 200, 10), size=(200, 150)))
     platform.clock.advance(minutes=10)
     resubmitted = (await applicant.sign_and_submit(app_id)).application
