@@ -11,7 +11,6 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from onestop.issuance.v1 import issuance_pb2 as ipb
 from onestop.points.v1 import points_pb2 as pb
 
 from server.clock import FixedClock, from_epoch_ms, to_epoch_ms
@@ -22,8 +21,7 @@ from server.testing import TEST_START, holder, run_platform
 from server.timers import Sweep, Timers
 from tests.issuance.kit import add_resident as add_kiosk_resident
 from tests.issuance.kit import kiosk, money, order
-from tests.points.kit import LG, OTHER_LG, Kit, ledger_sums, rid
-from tests.points.test_crash import audit
+from tests.points.kit import LG, OTHER_LG, Kit, audit, ledger_sums, rid
 
 REGULAR = (pb.ACCOUNT_KIND_REGULAR, LG, "")
 SWEEPS = {"points_expiry", "points_holdings", "kiosk_expiry", "challenge_purge", "upload_leftovers"}

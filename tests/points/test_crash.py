@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 from pathlib import Path
 
 import grpc
@@ -18,36 +17,12 @@ from server.crypto.machine import MachineIdentity
 from server.procs import spawn_server
 from server.testing import client_credentials, make_pki, run_platform
 
-from .kit import LG, Kit
+from .kit import LG, Kit, audit, retry_grants
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 40
 KILL_AFTER_ACKS = 300
 MAX_REQUESTS = 5000
-
-
-def audit(db_path: Path) -> dict:
-    conn = sqlite3.connect(db_path)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        total = conn.execute("SELECT COALESCE(SUM(balance), 0) FROM points_accounts").fetchone()[0]
-        negative = conn.execute("SELECT COUNT(*) FROM points_accounts WHERE kind IN ('resident','holding')"
-                                " AND balance - pending < 0").fetchone()[0]
-        rebuilt_ok = conn.execute(
-            "SELECT COUNT(*) FROM points_accounts a WHERE a.balance <>"
-            " COALESCE((SELECT SUM(amount) FROM points_transfers WHERE credit_account_id = a.account_id), 0)"
-            " - COALESCE((SELECT SUM(amount) FROM points_transfers WHERE debit_account_id = a.account_id), 0)"
-        ).fetchone()[0] == 0
-        lots_ok = conn.execute(
-            "SELECT COUNT(*) FROM points_accounts a WHERE a.kind = 'resident' AND a.balance <>"
-            " COALESCE((SELECT SUM(remaining) FROM points_lots l WHERE l.account_id = a.account_id), 0)"
-        ).fetchone()[0] == 0
-        transfers = dict(conn.execute("SELECT transfer_id, amount FROM points_transfers WHERE code='grant'"))
-        requests = conn.execute("SELECT COUNT(*) FROM points_requests WHERE method LIKE '%GrantPoints'").fetchone()[0]
-    finally:
-        conn.close()
-    return {"total": total, "negative": negative, "rebuilt_ok": rebuilt_ok, "lots_ok": lots_ok,
-            "transfers": transfers, "requests": requests}
 
 
 @pytest.mark.slow
@@ -102,13 +77,7 @@ async def test_sigkill_during_transfers_loses_no_acknowledged_transfer(tmp_path,
     # Restart and retry everything: each request is applied exactly once; acked ones answer the same.
     server = await spawn_server(data_dir)
     try:
-        async with aio.secure_channel(server.target(machine=True), creds) as channel:
-            stub = points_pb2_grpc.PointsServiceStub(channel)
-            replies = await asyncio.wait_for(asyncio.gather(*(stub.GrantPoints(r, timeout=30) for r in sent)),
-                                             timeout=120)
-        for request, reply in zip(sent, replies):
-            if request.request_id in acked:
-                assert reply == acked[request.request_id]
+        await retry_grants(server, creds, sent, acked)
     finally:
         assert server.terminate() == 0
     final = audit(data_dir / "onestop.db")

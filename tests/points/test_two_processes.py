@@ -19,7 +19,7 @@ from server.procs import spawn_server
 from server.testing import PIN, client_credentials, make_pki, run_platform
 
 from .kit import LG, Kit, reason_of, rid
-from .test_crash import audit
+from .kit import audit
 
 
 @pytest.mark.slow
