@@ -5,9 +5,12 @@ from __future__ import annotations
 from onestop.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from server import authz, context
+from server.auth import store
+from server.auth.challenges import ChallengeKey, new_key
 from server.auth.signin import Authenticator, IssuedSession
 from server.auth.trust import TrustStore
 from server.authz import ANYONE, RESIDENT, Machine, Resident, machine
+from server.clock import to_epoch_ms
 from server.convert import ts
 from server.crypto.jpki import CardTrust
 from server.idempotency import check_request_id, run_once
@@ -34,7 +37,9 @@ def card_trust(platform: Platform) -> CardTrust:
 
 async def prepare(platform: Platform) -> None:
     """Make the authenticator available to the interceptor and to other areas (the kiosk)."""
-    authenticator = Authenticator(platform, TrustStore(card_trust(platform), platform.db))
+    async with platform.db.write() as tx:  # the first process to start makes the shared key
+        secret = await store.challenge_key(tx, new_key(), to_epoch_ms(platform.clock.now()))
+    authenticator = Authenticator(platform, TrustStore(card_trust(platform), platform.db), ChallengeKey(secret))
     platform.services["authenticator"] = authenticator
     platform.services["resolve_token"] = authenticator.resolve
 

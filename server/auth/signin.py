@@ -1,7 +1,8 @@
 """Sign-in with the card and resident sessions: the rules, testable without a network.
 
-Challenge -> the card signs the nonce with its authentication key -> verify certificate and
-signature -> consume the nonce (once, atomically, in the shared database) -> card link -> session.
+Challenge (made without a write: `server.auth.challenges`) -> the card signs the nonce with its
+authentication key -> verify certificate and signature -> spend the challenge (once, atomically, in
+the shared database) -> card link -> session.
 The kiosk stream uses `verify_card_response` too, so a card is checked one way everywhere.
 """
 
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 
 from server.auth import store
+from server.auth.challenges import ChallengeKey
 from server.auth.trust import TrustStore
 from server.authz import Resident
 from server.clock import from_epoch_ms, to_epoch_ms
@@ -25,10 +27,11 @@ from server.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from server.ids import new_id
 from server.platform import Platform
 
-NONCE_BYTES = 32
 # A session is touched at most this often, so reads stay reads.
 TOUCH_EVERY_MS = 60_000
 PURGE_ONE_IN = 100
+# Spent challenges are kept this long past their expiry (so is the timers' sweep: server.timers).
+SPENT_KEPT_MS = 3_600_000
 
 
 def token_hash(token: str) -> bytes:
@@ -59,30 +62,25 @@ class IssuedSession:
 
 
 class Authenticator:
-    def __init__(self, platform: Platform, trust: TrustStore) -> None:
+    def __init__(self, platform: Platform, trust: TrustStore, challenge_key: ChallengeKey) -> None:
         self._p = platform
         self._trust = trust
+        self._challenges = challenge_key
 
     @property
     def trust(self) -> TrustStore:
         return self._trust
 
     async def create_challenge(self) -> Challenge:
-        now = self._p.clock.now()
-        expires = now + timedelta(seconds=self._p.settings.challenge_ttl_seconds)
-        challenge = Challenge(new_id("chl"), secrets.token_bytes(NONCE_BYTES), expires)
-        async with self._p.db.write() as tx:
-            await store.insert_challenge(tx, challenge.challenge_id, challenge.nonce, to_epoch_ms(now), to_epoch_ms(expires))
-            # Keep the table small (anything expired an hour ago is of no use), now and then only.
-            if secrets.randbelow(PURGE_ONE_IN) == 0:
-                await store.purge_challenges(tx, to_epoch_ms(now) - 3_600_000)
-        return challenge
+        expires = self._p.clock.now() + timedelta(seconds=self._p.settings.challenge_ttl_seconds)
+        challenge_id, nonce = self._challenges.make(to_epoch_ms(expires))
+        return Challenge(challenge_id, nonce, expires)
 
     async def verify_card_response(self, challenge_id: str, certificate: bytes, signature: bytes, *,
                                    then: Callable[[Tx, str], Awaitable[None]] | None = None) -> CardSignIn:
-        """Check a card's answer to a challenge and consume the challenge; return the linked resident.
+        """Check a card's answer to a challenge and spend the challenge; return the linked resident.
 
-        `then(tx, resident_id)` runs in the same write transaction that consumes the nonce, so what
+        `then(tx, resident_id)` runs in the same write transaction that spends the nonce, so what
         the sign-in opens (a session) exists exactly when the nonce is spent.
         """
         violations = [name for name, value in (("challenge_id", challenge_id), ("certificate", certificate),
@@ -91,18 +89,25 @@ class Authenticator:
             raise InvalidArgument.field(violations[0], "required")
         now = self._p.clock.now()
         now_ms = to_epoch_ms(now)
-        # Parse and chain checks need no lock (and are remembered per certificate); the nonce, the
-        # CRL in force, the signature and the card link are all taken in the one write
+        opened = self._challenges.open(challenge_id)
+        if opened is None:
+            raise Unauthenticated("NONCE_UNKNOWN", "unknown challenge")
+        expires_ms, nonce = opened
+        if expires_ms <= now_ms:
+            raise Unauthenticated("NONCE_EXPIRED", "this challenge has expired; ask for a new one")
+        # Parse and chain checks need no lock (and are remembered per certificate); spending the
+        # nonce, the CRL in force, the signature and the card link are all taken in the one write
         # transaction: a refusal rolls it back, so a refused attempt leaves the nonce unspent.
         self._trust.last.warm(certificate)
         # A CRL stored since the last sign-in is parsed here, outside the lock; inside it only the
         # versions are compared (a CRL arriving in between is still loaded there, under the lock).
         await self._trust.current()
         async with self._p.db.write() as tx:
-            nonce = await store.consume_challenge(tx, challenge_id, now_ms)
-            if nonce is None:
-                self._check_challenge(await store.get_challenge(tx, challenge_id), now_ms)
+            if not await store.spend_challenge(tx, challenge_id, expires_ms, now_ms):
                 raise Unauthenticated("NONCE_REPLAYED", "this challenge has been used; ask for a new one")
+            # Keep the spent records few (an hour past expiry they are of no use), now and then only.
+            if secrets.randbelow(PURGE_ONE_IN) == 0:
+                await store.purge_challenges(tx, now_ms - SPENT_KEPT_MS)
             trust = await self._trust.current(tx)
             try:
                 card = trust.verify(certificate, usage="auth", now=now)
@@ -116,15 +121,6 @@ class Authenticator:
             if then is not None:
                 await then(tx, resident_id)
         return CardSignIn(resident_id, card)
-
-    @staticmethod
-    def _check_challenge(challenge, now_ms: int) -> None:
-        if challenge is None:
-            raise Unauthenticated("NONCE_UNKNOWN", "unknown challenge")
-        if challenge["used_at_ms"] is not None:
-            raise Unauthenticated("NONCE_REPLAYED", "this challenge has been used; ask for a new one")
-        if challenge["expires_at_ms"] <= now_ms:
-            raise Unauthenticated("NONCE_EXPIRED", "this challenge has expired; ask for a new one")
 
     async def sign_in(self, challenge_id: str, certificate: bytes, signature: bytes) -> IssuedSession:
         now = self._p.clock.now()
