@@ -11,7 +11,7 @@ from server.auth.signin import Authenticator, IssuedSession
 from server.auth.trust import TrustStore
 from server.authz import ANYONE, RESIDENT, Machine, Resident, machine
 from server.clock import to_epoch_ms
-from server.convert import ts
+from server.convert import ts, ts_ms
 from server.crypto.jpki import CardTrust
 from server.idempotency import check_request_id, run_once
 from server.platform import Platform
@@ -50,8 +50,8 @@ def _session(session: IssuedSession) -> auth_pb2.Session:
         resident_id=session.resident_id,
         access_token=session.access_token,
         refresh_token=session.refresh_token,
-        access_expires_at=ts(session.access_expires_at),
-        absolute_expires_at=ts(session.absolute_expires_at),
+        access_expires_at=ts_ms(session.access_expires_ms),
+        absolute_expires_at=ts_ms(session.absolute_expires_ms),
     )
 
 

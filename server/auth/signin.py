@@ -20,8 +20,8 @@ from server.auth import store
 from server.auth.challenges import ChallengeKey
 from server.auth.trust import TrustStore
 from server.authz import Resident
-from server.clock import from_epoch_ms, to_epoch_ms
-from server.crypto.jpki import CertificateRejected, VerifiedCard, verify_signature
+from server.clock import to_epoch_ms
+from server.crypto.jpki import CardTrust, CertificateRejected, VerifiedCard, verify_signature
 from server.db import Tx
 from server.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from server.ids import new_id
@@ -57,8 +57,8 @@ class IssuedSession:
     resident_id: str
     access_token: str
     refresh_token: str
-    access_expires_at: datetime
-    absolute_expires_at: datetime
+    access_expires_ms: int  # epoch ms, as stored (and cheaper to put in a Timestamp than a datetime)
+    absolute_expires_ms: int
 
 
 class Authenticator:
@@ -95,20 +95,13 @@ class Authenticator:
         expires_ms, nonce = opened
         if expires_ms <= now_ms:
             raise Unauthenticated("NONCE_EXPIRED", "this challenge has expired; ask for a new one")
-        # Parse and chain checks need no lock (and are remembered per certificate); spending the
-        # nonce, the CRL in force, the signature and the card link are all taken in the one write
-        # transaction: a refusal rolls it back, so a refused attempt leaves the nonce unspent.
-        self._trust.last.warm(certificate)
-        # A CRL stored since the last sign-in is parsed here, outside the lock; inside it only the
-        # versions are compared (a CRL arriving in between is still loaded there, under the lock).
-        await self._trust.current()
-        async with self._p.db.write() as tx:
+
+        async def spend(tx: Tx, trust: CardTrust) -> CardSignIn:
             if not await store.spend_challenge(tx, challenge_id, expires_ms, now_ms):
                 raise Unauthenticated("NONCE_REPLAYED", "this challenge has been used; ask for a new one")
             # Keep the spent records few (an hour past expiry they are of no use), now and then only.
             if secrets.randbelow(PURGE_ONE_IN) == 0:
                 await store.purge_challenges(tx, now_ms - SPENT_KEPT_MS)
-            trust = await self._trust.current(tx)
             try:
                 card = trust.verify(certificate, usage="auth", now=now)
                 verify_signature(card, nonce, signature)
@@ -120,31 +113,45 @@ class Authenticator:
                                          "this card is not linked to a resident; ask the municipality")
             if then is not None:
                 await then(tx, resident_id)
-        return CardSignIn(resident_id, card)
+            return CardSignIn(resident_id, card)
+
+        # Parse and chain checks need no lock (and are remembered per certificate); spending the
+        # nonce, the CRL in force, the signature and the card link are all taken in the one write
+        # transaction: a refusal rolls it back, so a refused attempt leaves the nonce unspent.
+        self._trust.last.warm(certificate)
+        for attempt in range(2):
+            async with self._p.db.write() as tx:
+                # Normally the CRLs held are those in force (one small read under the lock). Should
+                # one have been stored since, it is parsed outside the lock and the transaction
+                # taken again, where a CRL arriving in between is loaded under the lock.
+                trust = await (self._trust.held(tx) if attempt == 0 else self._trust.current(tx))
+                if trust is not None:
+                    return await spend(tx, trust)
+            await self._trust.current()
+        raise AssertionError("unreachable: the second attempt loads the CRLs under the lock")
 
     async def sign_in(self, challenge_id: str, certificate: bytes, signature: bytes) -> IssuedSession:
-        now = self._p.clock.now()
+        now_ms = to_epoch_ms(self._p.clock.now())
         settings = self._p.settings
-        absolute = now + timedelta(seconds=settings.session_absolute_seconds)
-        access_expires = min(now + timedelta(seconds=settings.session_idle_seconds), absolute)
-        tokens = {"access": "osa_" + secrets.token_urlsafe(32), "refresh": "osr_" + secrets.token_urlsafe(32)}
+        absolute_ms = now_ms + settings.session_absolute_seconds * 1000
+        access_expires_ms = min(now_ms + settings.session_idle_seconds * 1000, absolute_ms)
+        access, refresh = "osa_" + secrets.token_urlsafe(32), "osr_" + secrets.token_urlsafe(32)
         session_id = new_id("ses")
 
         async def open_session(tx: Tx, resident_id: str) -> None:
             await store.insert_session(tx, {
                 "session_id": session_id,
                 "resident_id": resident_id,
-                "access_hash": token_hash(tokens["access"]),
-                "refresh_hash": token_hash(tokens["refresh"]),
-                "created_at_ms": to_epoch_ms(now),
-                "last_seen_ms": to_epoch_ms(now),
-                "access_expires_ms": to_epoch_ms(access_expires),
-                "absolute_expires_ms": to_epoch_ms(absolute),
+                "access_hash": token_hash(access),
+                "refresh_hash": token_hash(refresh),
+                "created_at_ms": now_ms,
+                "last_seen_ms": now_ms,
+                "access_expires_ms": access_expires_ms,
+                "absolute_expires_ms": absolute_ms,
             })
 
         signed = await self.verify_card_response(challenge_id, certificate, signature, then=open_session)
-        return IssuedSession(session_id, signed.resident_id, tokens["access"], tokens["refresh"],
-                             access_expires, absolute)
+        return IssuedSession(session_id, signed.resident_id, access, refresh, access_expires_ms, absolute_ms)
 
     @staticmethod
     def _check_session(row, now_ms: int, *, expires_key: str) -> None:
@@ -182,8 +189,8 @@ class Authenticator:
             if not await store.rotate_tokens(tx, row["session_id"], token_hash(refresh_token), token_hash(access),
                                              token_hash(refresh), now_ms, access_expires_ms):
                 raise Unauthenticated("TOKEN_INVALID", "token not recognised")
-        return IssuedSession(row["session_id"], row["resident_id"], access, refresh,
-                             from_epoch_ms(access_expires_ms), from_epoch_ms(row["absolute_expires_ms"]))
+        return IssuedSession(row["session_id"], row["resident_id"], access, refresh, access_expires_ms,
+                             row["absolute_expires_ms"])
 
     async def sign_out(self, session_id: str) -> None:
         async with self._p.db.write() as tx:
