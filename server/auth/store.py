@@ -17,9 +17,8 @@ async def challenge_key(tx: Tx, candidate: bytes, now_ms: int) -> bytes:
 async def spend_challenge(tx: Tx, challenge_id: str, expires_ms: int, now_ms: int) -> bool:
     """Record the challenge as spent; False when it was spent already (single use, atomically)."""
     return await tx.execute(
-        "INSERT INTO challenges (challenge_id, expires_at_ms, used_at_ms) VALUES (?, ?, ?)"
-        " ON CONFLICT (challenge_id) DO NOTHING",
-        (challenge_id, expires_ms, now_ms),
+        "INSERT INTO challenges (expires_at_ms, challenge_id, used_at_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        (expires_ms, challenge_id, now_ms),
     ) == 1
 
 
