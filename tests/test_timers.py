@@ -17,7 +17,7 @@ from server.clock import FixedClock, from_epoch_ms, to_epoch_ms
 from server.logs import JsonFormatter
 from server.points.ledger import add_months
 from server.procs import spawn_server
-from server.testing import TEST_START, holder, run_platform
+from server.testing import PIN, TEST_START, holder, run_platform
 from server.timers import Sweep, Timers
 from tests.issuance.kit import add_resident as add_kiosk_resident
 from tests.issuance.kit import kiosk, money, order
@@ -160,10 +160,18 @@ async def test_abandoned_kiosk_transaction_is_expired_and_its_charge_voided(manu
 
 async def test_spent_and_expired_challenges_are_purged_after_an_hour(manual):
     authenticator = manual.server.platform.services["authenticator"]
-    old = [await authenticator.create_challenge() for _ in range(3)]
+    _, card = await manual.add_resident(holder())
+
+    async def spent():  # only a spent challenge is stored (server.auth.challenges)
+        challenge = await authenticator.create_challenge()
+        await authenticator.sign_in(challenge.challenge_id, card.auth_certificate_der,
+                                    card.sign_with_auth_key(challenge.nonce, PIN))
+        return challenge
+
+    old = [await spent() for _ in range(3)]
     timers = timers_of(manual)
     manual.clock.advance(hours=1)  # expired 58 minutes ago: kept
-    fresh = await authenticator.create_challenge()
+    fresh = await spent()
     assert (await timers.run_due())["challenge_purge"] == 0
     manual.clock.advance(minutes=3)
     assert (await timers.run_due())["challenge_purge"] == 3

@@ -5,10 +5,13 @@ from __future__ import annotations
 from onestop.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from server import authz, context
+from server.auth import store
+from server.auth.challenges import ChallengeKey, new_key
 from server.auth.signin import Authenticator, IssuedSession
 from server.auth.trust import TrustStore
 from server.authz import ANYONE, RESIDENT, Machine, Resident, machine
-from server.convert import ts
+from server.clock import to_epoch_ms
+from server.convert import ts, ts_ms
 from server.crypto.jpki import CardTrust
 from server.idempotency import check_request_id, run_once
 from server.platform import Platform
@@ -34,7 +37,9 @@ def card_trust(platform: Platform) -> CardTrust:
 
 async def prepare(platform: Platform) -> None:
     """Make the authenticator available to the interceptor and to other areas (the kiosk)."""
-    authenticator = Authenticator(platform, TrustStore(card_trust(platform), platform.db))
+    async with platform.db.write() as tx:  # the first process to start makes the shared key
+        secret = await store.challenge_key(tx, new_key(), to_epoch_ms(platform.clock.now()))
+    authenticator = Authenticator(platform, TrustStore(card_trust(platform), platform.db), ChallengeKey(secret))
     platform.services["authenticator"] = authenticator
     platform.services["resolve_token"] = authenticator.resolve
 
@@ -45,8 +50,8 @@ def _session(session: IssuedSession) -> auth_pb2.Session:
         resident_id=session.resident_id,
         access_token=session.access_token,
         refresh_token=session.refresh_token,
-        access_expires_at=ts(session.access_expires_at),
-        absolute_expires_at=ts(session.absolute_expires_at),
+        access_expires_at=ts_ms(session.access_expires_ms),
+        absolute_expires_at=ts_ms(session.absolute_expires_ms),
     )
 
 

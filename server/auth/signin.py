@@ -1,7 +1,8 @@
 """Sign-in with the card and resident sessions: the rules, testable without a network.
 
-Challenge -> the card signs the nonce with its authentication key -> verify certificate and
-signature -> consume the nonce (once, atomically, in the shared database) -> card link -> session.
+Challenge (made without a write: `server.auth.challenges`) -> the card signs the nonce with its
+authentication key -> verify certificate and signature -> spend the challenge (once, atomically, in
+the shared database) -> card link -> session.
 The kiosk stream uses `verify_card_response` too, so a card is checked one way everywhere.
 """
 
@@ -16,19 +17,21 @@ from datetime import datetime, timedelta
 from cryptography import x509
 
 from server.auth import store
+from server.auth.challenges import ChallengeKey
 from server.auth.trust import TrustStore
 from server.authz import Resident
-from server.clock import from_epoch_ms, to_epoch_ms
-from server.crypto.jpki import CertificateRejected, VerifiedCard, verify_signature
+from server.clock import to_epoch_ms
+from server.crypto.jpki import CardTrust, CertificateRejected, VerifiedCard, verify_signature
 from server.db import Tx
 from server.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from server.ids import new_id
 from server.platform import Platform
 
-NONCE_BYTES = 32
 # A session is touched at most this often, so reads stay reads.
 TOUCH_EVERY_MS = 60_000
 PURGE_ONE_IN = 100
+# Spent challenges are kept this long past their expiry (so is the timers' sweep: server.timers).
+SPENT_KEPT_MS = 3_600_000
 
 
 def token_hash(token: str) -> bytes:
@@ -54,35 +57,30 @@ class IssuedSession:
     resident_id: str
     access_token: str
     refresh_token: str
-    access_expires_at: datetime
-    absolute_expires_at: datetime
+    access_expires_ms: int  # epoch ms, as stored (and cheaper to put in a Timestamp than a datetime)
+    absolute_expires_ms: int
 
 
 class Authenticator:
-    def __init__(self, platform: Platform, trust: TrustStore) -> None:
+    def __init__(self, platform: Platform, trust: TrustStore, challenge_key: ChallengeKey) -> None:
         self._p = platform
         self._trust = trust
+        self._challenges = challenge_key
 
     @property
     def trust(self) -> TrustStore:
         return self._trust
 
     async def create_challenge(self) -> Challenge:
-        now = self._p.clock.now()
-        expires = now + timedelta(seconds=self._p.settings.challenge_ttl_seconds)
-        challenge = Challenge(new_id("chl"), secrets.token_bytes(NONCE_BYTES), expires)
-        async with self._p.db.write() as tx:
-            await store.insert_challenge(tx, challenge.challenge_id, challenge.nonce, to_epoch_ms(now), to_epoch_ms(expires))
-            # Keep the table small (anything expired an hour ago is of no use), now and then only.
-            if secrets.randbelow(PURGE_ONE_IN) == 0:
-                await store.purge_challenges(tx, to_epoch_ms(now) - 3_600_000)
-        return challenge
+        expires = self._p.clock.now() + timedelta(seconds=self._p.settings.challenge_ttl_seconds)
+        challenge_id, nonce = self._challenges.make(to_epoch_ms(expires))
+        return Challenge(challenge_id, nonce, expires)
 
     async def verify_card_response(self, challenge_id: str, certificate: bytes, signature: bytes, *,
                                    then: Callable[[Tx, str], Awaitable[None]] | None = None) -> CardSignIn:
-        """Check a card's answer to a challenge and consume the challenge; return the linked resident.
+        """Check a card's answer to a challenge and spend the challenge; return the linked resident.
 
-        `then(tx, resident_id)` runs in the same write transaction that consumes the nonce, so what
+        `then(tx, resident_id)` runs in the same write transaction that spends the nonce, so what
         the sign-in opens (a session) exists exactly when the nonce is spent.
         """
         violations = [name for name, value in (("challenge_id", challenge_id), ("certificate", certificate),
@@ -91,19 +89,19 @@ class Authenticator:
             raise InvalidArgument.field(violations[0], "required")
         now = self._p.clock.now()
         now_ms = to_epoch_ms(now)
-        # Parse and chain checks need no lock (and are remembered per certificate); the nonce, the
-        # CRL in force, the signature and the card link are all taken in the one write
-        # transaction: a refusal rolls it back, so a refused attempt leaves the nonce unspent.
-        self._trust.last.warm(certificate)
-        # A CRL stored since the last sign-in is parsed here, outside the lock; inside it only the
-        # versions are compared (a CRL arriving in between is still loaded there, under the lock).
-        await self._trust.current()
-        async with self._p.db.write() as tx:
-            nonce = await store.consume_challenge(tx, challenge_id, now_ms)
-            if nonce is None:
-                self._check_challenge(await store.get_challenge(tx, challenge_id), now_ms)
+        opened = self._challenges.open(challenge_id)
+        if opened is None:
+            raise Unauthenticated("NONCE_UNKNOWN", "unknown challenge")
+        expires_ms, nonce = opened
+        if expires_ms <= now_ms:
+            raise Unauthenticated("NONCE_EXPIRED", "this challenge has expired; ask for a new one")
+
+        async def spend(tx: Tx, trust: CardTrust) -> CardSignIn:
+            if not await store.spend_challenge(tx, challenge_id, expires_ms, now_ms):
                 raise Unauthenticated("NONCE_REPLAYED", "this challenge has been used; ask for a new one")
-            trust = await self._trust.current(tx)
+            # Keep the spent records few (an hour past expiry they are of no use), now and then only.
+            if secrets.randbelow(PURGE_ONE_IN) == 0:
+                await store.purge_challenges(tx, now_ms - SPENT_KEPT_MS)
             try:
                 card = trust.verify(certificate, usage="auth", now=now)
                 verify_signature(card, nonce, signature)
@@ -115,40 +113,45 @@ class Authenticator:
                                          "this card is not linked to a resident; ask the municipality")
             if then is not None:
                 await then(tx, resident_id)
-        return CardSignIn(resident_id, card)
+            return CardSignIn(resident_id, card)
 
-    @staticmethod
-    def _check_challenge(challenge, now_ms: int) -> None:
-        if challenge is None:
-            raise Unauthenticated("NONCE_UNKNOWN", "unknown challenge")
-        if challenge["used_at_ms"] is not None:
-            raise Unauthenticated("NONCE_REPLAYED", "this challenge has been used; ask for a new one")
-        if challenge["expires_at_ms"] <= now_ms:
-            raise Unauthenticated("NONCE_EXPIRED", "this challenge has expired; ask for a new one")
+        # Parse and chain checks need no lock (and are remembered per certificate); spending the
+        # nonce, the CRL in force, the signature and the card link are all taken in the one write
+        # transaction: a refusal rolls it back, so a refused attempt leaves the nonce unspent.
+        self._trust.last.warm(certificate)
+        for attempt in range(2):
+            async with self._p.db.write() as tx:
+                # Normally the CRLs held are those in force (one small read under the lock). Should
+                # one have been stored since, it is parsed outside the lock and the transaction
+                # taken again, where a CRL arriving in between is loaded under the lock.
+                trust = await (self._trust.held(tx) if attempt == 0 else self._trust.current(tx))
+                if trust is not None:
+                    return await spend(tx, trust)
+            await self._trust.current()
+        raise AssertionError("unreachable: the second attempt loads the CRLs under the lock")
 
     async def sign_in(self, challenge_id: str, certificate: bytes, signature: bytes) -> IssuedSession:
-        now = self._p.clock.now()
+        now_ms = to_epoch_ms(self._p.clock.now())
         settings = self._p.settings
-        absolute = now + timedelta(seconds=settings.session_absolute_seconds)
-        access_expires = min(now + timedelta(seconds=settings.session_idle_seconds), absolute)
-        tokens = {"access": "osa_" + secrets.token_urlsafe(32), "refresh": "osr_" + secrets.token_urlsafe(32)}
+        absolute_ms = now_ms + settings.session_absolute_seconds * 1000
+        access_expires_ms = min(now_ms + settings.session_idle_seconds * 1000, absolute_ms)
+        access, refresh = "osa_" + secrets.token_urlsafe(32), "osr_" + secrets.token_urlsafe(32)
         session_id = new_id("ses")
 
         async def open_session(tx: Tx, resident_id: str) -> None:
             await store.insert_session(tx, {
                 "session_id": session_id,
                 "resident_id": resident_id,
-                "access_hash": token_hash(tokens["access"]),
-                "refresh_hash": token_hash(tokens["refresh"]),
-                "created_at_ms": to_epoch_ms(now),
-                "last_seen_ms": to_epoch_ms(now),
-                "access_expires_ms": to_epoch_ms(access_expires),
-                "absolute_expires_ms": to_epoch_ms(absolute),
+                "access_hash": token_hash(access),
+                "refresh_hash": token_hash(refresh),
+                "created_at_ms": now_ms,
+                "last_seen_ms": now_ms,
+                "access_expires_ms": access_expires_ms,
+                "absolute_expires_ms": absolute_ms,
             })
 
         signed = await self.verify_card_response(challenge_id, certificate, signature, then=open_session)
-        return IssuedSession(session_id, signed.resident_id, tokens["access"], tokens["refresh"],
-                             access_expires, absolute)
+        return IssuedSession(session_id, signed.resident_id, access, refresh, access_expires_ms, absolute_ms)
 
     @staticmethod
     def _check_session(row, now_ms: int, *, expires_key: str) -> None:
@@ -186,8 +189,8 @@ class Authenticator:
             if not await store.rotate_tokens(tx, row["session_id"], token_hash(refresh_token), token_hash(access),
                                              token_hash(refresh), now_ms, access_expires_ms):
                 raise Unauthenticated("TOKEN_INVALID", "token not recognised")
-        return IssuedSession(row["session_id"], row["resident_id"], access, refresh,
-                             from_epoch_ms(access_expires_ms), from_epoch_ms(row["absolute_expires_ms"]))
+        return IssuedSession(row["session_id"], row["resident_id"], access, refresh, access_expires_ms,
+                             row["absolute_expires_ms"])
 
     async def sign_out(self, session_id: str) -> None:
         async with self._p.db.write() as tx:

@@ -1,4 +1,4 @@
-"""SQL of the auth area: challenges, sessions, received CRLs, and the card-link lookup."""
+"""SQL of the auth area: the challenge key and spent challenges, sessions, received CRLs, and the card-link lookup."""
 
 from __future__ import annotations
 
@@ -7,29 +7,19 @@ import sqlite3
 from server.db import Database, Tx
 
 
-async def insert_challenge(tx: Tx, challenge_id: str, nonce: bytes, now_ms: int, expires_ms: int) -> None:
-    await tx.execute(
-        "INSERT INTO challenges (challenge_id, nonce, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?)",
-        (challenge_id, nonce, now_ms, expires_ms),
-    )
+async def challenge_key(tx: Tx, candidate: bytes, now_ms: int) -> bytes:
+    """The challenge key every process on this database shares: `candidate` if none was made yet."""
+    await tx.execute("INSERT OR IGNORE INTO challenge_keys (key_id, secret, created_at_ms) VALUES (1, ?, ?)",
+                     (candidate, now_ms))
+    return await tx.scalar("SELECT secret FROM challenge_keys WHERE key_id = 1")
 
 
-async def get_challenge(reader: Tx | Database, challenge_id: str) -> sqlite3.Row | None:
-    sql, params = "SELECT * FROM challenges WHERE challenge_id = ?", (challenge_id,)
-    if isinstance(reader, Database):
-        rows = await reader.query(sql, params)
-        return rows[0] if rows else None
-    return await reader.one(sql, params)
-
-
-async def consume_challenge(tx: Tx, challenge_id: str, now_ms: int) -> bytes | None:
-    """Mark the nonce used and return it; None if it is unknown, used already or expired (single
-    use, atomically)."""
-    return await tx.scalar(
-        "UPDATE challenges SET used_at_ms = ? WHERE challenge_id = ? AND used_at_ms IS NULL AND expires_at_ms > ?"
-        " RETURNING nonce",
-        (now_ms, challenge_id, now_ms),
-    )
+async def spend_challenge(tx: Tx, challenge_id: str, expires_ms: int, now_ms: int) -> bool:
+    """Record the challenge as spent; False when it was spent already (single use, atomically)."""
+    return await tx.execute(
+        "INSERT INTO challenges (expires_at_ms, challenge_id, used_at_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        (expires_ms, challenge_id, now_ms),
+    ) == 1
 
 
 async def purge_challenges(tx: Tx, before_ms: int) -> None:

@@ -39,6 +39,13 @@ class TrustStore:
             ders = await store.crls(snapshot)
         return self._reload(versions, ders)
 
+    async def held(self, tx: Tx) -> CardTrust | None:
+        """The trust in force, read under the write lock `tx` holds (so a revocation is either seen
+        or committed after this use); None when a CRL was stored since it was last loaded: load it
+        with `current()` outside the lock, then ask again."""
+        versions = await store.crl_versions(tx)
+        return self._trust if versions == self._versions else None
+
     def _reload(self, versions: dict[str, int], ders: list[bytes]) -> CardTrust:
         trust = self._base
         for der in ders:
