@@ -388,7 +388,7 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
                 if received > meta.declared_size:
                     raise InvalidArgument.field("metadata.declared_size", "more bytes arrived than declared",
                                                 reason="SIZE_MISMATCH")
-                incoming.write(chunk)
+                await incoming.write(chunk)
             head = incoming.head
             if received != meta.declared_size:
                 raise InvalidArgument.field("metadata.declared_size",
