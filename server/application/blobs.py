@@ -252,8 +252,13 @@ class IncomingFile:
             finally:
                 _sync_and_close(self._out)
 
-    def discard(self) -> None:
-        # Waits for a chunk still being written on a worker thread (one chunk: a millisecond or so).
+    async def discard(self) -> None:
+        """Remove both temporary files. On a thread: unlinking a photo waits ~5 ms on the file system,
+        which would stall every call on the loop; there the thread also waits for a chunk still being
+        written (see _lock)."""
+        await asyncio.get_running_loop().run_in_executor(_SYNCS, self._remove)
+
+    def _remove(self) -> None:
         with self._lock:
             if self._out is not None and not self._out.closed:
                 self._out.close()
@@ -322,10 +327,16 @@ class BlobStore:
         return CleanFile(dest, digest.hexdigest(), size, stored_type)
 
     def adopt(self, clean: CleanFile) -> StoredBlob:
-        """Move a cleaned temporary file to its content address (a rename: cheap, atomic)."""
+        """Move a cleaned temporary file to its content address (a rename: cheap, atomic).
+
+        If those bytes are stored already, the stored file stays (the same hash: the same bytes, synced
+        before they were adopted) and the temporary one is the caller's to discard: replacing it would
+        unlink the old file here, inside the write transaction on the event loop (~5 ms for a photo).
+        Adoptions and orphan removals both run in write transactions, so the file cannot go meanwhile."""
         final = self.path_for(clean.sha256)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(clean.path, final)
+        if not final.exists():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(clean.path, final)
         return StoredBlob(clean.sha256, clean.size, clean.content_type, final)
 
     def remove(self, sha256: str) -> None:

@@ -406,3 +406,17 @@ async def test_a_failed_early_sync_refuses_the_upload_and_leaves_nothing(platfor
     assert not any((platform.settings.blob_dir / "tmp").iterdir())
     assert (await applicant.get(draft.application_id)).version == draft.version
 
+
+async def test_the_same_bytes_twice_are_stored_once_and_nothing_is_left_in_tmp(platform, applicant):
+    draft = await applicant.draft()
+    photo = jpeg_bytes(gps=True, size=(320, 240))
+    first = await applicant.upload(draft.application_id, photo)
+    path = blob_path(platform, first.attachment)
+    inode = path.stat().st_ino
+    second = await applicant.upload(draft.application_id, photo, slot="other")
+    assert first.attachment.sha256 == second.attachment.sha256
+    assert first.attachment.attachment_id != second.attachment.attachment_id
+    assert path.stat().st_ino == inode  # the stored file stayed; the second copy was discarded
+    sha = first.attachment.sha256
+    assert await stored(platform) == (2, [f"{sha[:2]}/{sha[2:4]}/{sha}"])
+    assert not any((platform.settings.blob_dir / "tmp").iterdir())
