@@ -18,8 +18,11 @@ from clients.pki import CardAuthority, DevPki, MachineIdentity, PlatformAuthorit
 from server.config import Settings
 
 GATEWAY_IDENTITY = MachineIdentity("gateway", "gw-1", {})
-# Uploads are forwarded in chunks well under the server's message limit.
-CHUNK_BYTES = 256 * 1024
+# An upload message carries at least this much of the file (its last one excepted), well under the
+# server's message limit. Fewer, larger messages cost the server less per byte (against a bare
+# grpc.aio discard: 64 KiB messages 2.2-2.5 ms/MB, 256 KiB 1.4-1.6); and a network chunk this large
+# (uvicorn reads up to 256 KiB at a time) goes out as the message's only piece, never copied.
+CHUNK_BYTES = 128 * 1024
 
 
 def channel_credentials(settings: Settings) -> grpc.ChannelCredentials:

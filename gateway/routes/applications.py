@@ -39,6 +39,7 @@ class FileChunk:
         self.size += len(piece)
 
     def message(self):
+        # One whole network chunk (the usual case) is joined without a copy: join returns it as it is.
         return pb.UploadAttachmentRequest(chunk=b"".join(self.pieces))
 
 
