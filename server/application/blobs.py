@@ -1,10 +1,11 @@
 """Attachment files: type sniffing, metadata stripping, content-addressed storage beside the database.
 
 An upload streams into `IncomingFile` under `<blob_dir>/tmp/`: a JPEG is cleaned on the way in
-(metadata removed without re-encoding, see `scrub`) and hashed as it is written; PNG, PDF and HEIC
-land in a raw temporary file that `clean()` turns into a cleaned one. Either way the cleaned file is
-hashed and synced before any database transaction starts; inside the transaction only `adopt()`
-renames it to `<blob_dir>/<aa>/<bb>/<sha256>` (atomic on one file system). Whatever goes wrong
+(metadata removed without re-encoding, see `scrub`) and hashed as it is written, on worker threads
+while the rest arrives; PNG, PDF and HEIC land in a raw temporary file that `clean()` turns into a
+cleaned one. Either way the cleaned file is hashed and synced before any database transaction
+starts; inside the transaction only `adopt()` renames it to `<blob_dir>/<aa>/<bb>/<sha256>` (atomic
+on one file system), or keeps the file already there with the same bytes. Whatever goes wrong
 before that, the temporary files are removed, so a cut-off upload leaves nothing behind.
 """
 
