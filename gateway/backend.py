@@ -18,7 +18,11 @@ from clients.pki import CardAuthority, DevPki, MachineIdentity, PlatformAuthorit
 from server.config import Settings
 
 GATEWAY_IDENTITY = MachineIdentity("gateway", "gw-1", {})
-# Uploads are forwarded in chunks well under the server's message limit.
+# An upload message carries at least this much of the file (its last one excepted), well under the
+# server's message limit. uvicorn reads up to 256 KiB at a time, so a message is usually two network
+# chunks (~500 KiB). Measured: each message costs the server ~150 us besides its bytes (direct uploads:
+# 2.7 ms/MB user CPU in 256 KiB messages, 2.3 in 1 MiB ones), while each costs the gateway memory as
+# it is sent (peak RSS over ten uploads, over idle: +24 MiB at this size, +37 at 512 KiB, +65 at 1 MiB).
 CHUNK_BYTES = 256 * 1024
 
 

@@ -30,7 +30,8 @@ class PartBegin:
 
 @dataclass
 class PartData:
-    """A piece of a part's body: a zero-copy view into the network chunk where the parser allows it.
+    """A piece of a part's body: the network chunk itself, or a zero-copy view into it, where the parser
+    allows it.
 
     Valid as long as the caller holds it (the view keeps its chunk alive); never a view into the
     parser's own reused buffers."""
@@ -77,9 +78,13 @@ class _Collector:
 
     def _part_data(self, data: bytes | bytearray, start: int, end: int) -> None:
         # The parser hands out either the chunk we fed it (immutable bytes: a view is safe and saves a
-        # copy of every file byte) or its look-behind buffer (a bytearray it reuses: copied).
+        # copy of every file byte; the middle of a file is the whole chunk, handed on as it is) or its
+        # look-behind buffer (a bytearray it reuses: copied).
         if start < end:
-            piece = memoryview(data)[start:end] if isinstance(data, bytes) else bytes(data[start:end])
+            if isinstance(data, bytes):
+                piece = data if start == 0 and end == len(data) else memoryview(data)[start:end]
+            else:
+                piece = bytes(data[start:end])
             self.events.append(PartData(piece))
 
     def _part_begin(self) -> None:

@@ -38,8 +38,12 @@ class FileChunk:
         self.pieces.append(piece)
         self.size += len(piece)
 
-    def message(self):
-        return pb.UploadAttachmentRequest(chunk=b"".join(self.pieces))
+    def take(self):
+        """The next upload message. The pieces (and the joined copy) are let go at once, not kept
+        while the message is sent: per upload, memory holds one message and the chunk being read."""
+        message = pb.UploadAttachmentRequest(chunk=b"".join(self.pieces))
+        self.pieces, self.size = [], 0
+        return message
 
 
 async def create_draft(request: Request) -> Response:
@@ -135,13 +139,12 @@ async def upload_attachment(request: Request) -> Response:
             async for event in stream:
                 if isinstance(event, multipart.PartData):
                     chunk.add(event.data)
+                    del event  # the piece lives in `chunk` only, and goes with it
                     if chunk.size >= CHUNK_BYTES:
-                        yield chunk.message()
-                        chunk = FileChunk()
+                        yield chunk.take()
                 elif isinstance(event, multipart.PartEnd):
                     if chunk.size:
-                        yield chunk.message()
-                        chunk = FileChunk()
+                        yield chunk.take()
                 elif isinstance(event, multipart.PartBegin):
                     raise GatewayError.field(event.name or "file", "one file per request, and last")
             # The stream ended at the closing boundary: only now is the gRPC stream half-closed.

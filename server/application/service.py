@@ -388,7 +388,7 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
                 if received > meta.declared_size:
                     raise InvalidArgument.field("metadata.declared_size", "more bytes arrived than declared",
                                                 reason="SIZE_MISMATCH")
-                incoming.write(chunk)
+                await incoming.write(chunk)
             head = incoming.head
             if received != meta.declared_size:
                 raise InvalidArgument.field("metadata.declared_size",
@@ -433,7 +433,7 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
                 await asyncio.shield(self._drop_orphan(stored_sha[0]))
             raise
         finally:
-            incoming.discard()
+            await _settled(incoming.discard())
 
     async def _drop_orphan(self, sha256: str) -> None:
         """Remove a blob no attachment row refers to (a failed or cancelled upload's file)."""

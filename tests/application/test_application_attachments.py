@@ -347,3 +347,79 @@ async def test_a_jpeg_cut_short_or_broken_mid_stream_is_refused_and_nothing_stor
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "SIZE_MISMATCH")
     assert await stored(platform) == (0, [])
     assert not any((platform.settings.blob_dir / "tmp").iterdir())
+
+
+@pytest.fixture(scope="module")
+def large_photo() -> bytes:
+    """A GPS-tagged photo of a few MiB: enough for the early syncs to start while it streams in."""
+    from mobile_stub.photos import jpeg_of_size
+
+    return jpeg_of_size(5 * MIB)
+
+
+async def test_the_answer_comes_only_after_the_whole_clean_file_is_synced(platform, applicant, large_photo,
+                                                                          monkeypatch):
+    import os
+    import time
+
+    from server.application import blobs
+
+    temp_dir = str(platform.settings.blob_dir / "tmp")
+    synced: list[tuple[int, float]] = []  # (bytes on disk when the final fsync returned, when)
+    early: list[int] = []
+    real_fsync, real_datasync = os.fsync, blobs._datasync
+
+    def fsync(fd):
+        real_fsync(fd)
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(temp_dir):
+            synced.append((os.fstat(fd).st_size, time.perf_counter()))
+
+    def datasync(fd):
+        early.append(os.fstat(fd).st_size)
+        real_datasync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(blobs, "_datasync", datasync)
+    draft = await applicant.draft()
+    reply = await applicant.upload(draft.application_id, large_photo)
+    answered = time.perf_counter()
+    assert reply.attachment.size > 4 * MIB
+    # Early syncs ran while the photo streamed in; the final one covered every byte, before the answer.
+    assert early and all(size < reply.attachment.size for size in early)
+    assert [size for size, _ in synced] == [reply.attachment.size] and synced[0][1] < answered
+    data = blob_path(platform, reply.attachment).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == reply.attachment.sha256 and b"GPS" not in data[:4096]
+
+
+async def test_a_failed_early_sync_refuses_the_upload_and_leaves_nothing(platform, applicant, large_photo,
+                                                                         monkeypatch):
+    import errno
+
+    from server.application import blobs
+
+    def failing(fd):
+        raise OSError(errno.EIO, "write-back failed")
+
+    monkeypatch.setattr(blobs, "_datasync", failing)
+    draft = await applicant.draft()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await applicant.upload(draft.application_id, large_photo)
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert await stored(platform) == (0, [])
+    assert not any((platform.settings.blob_dir / "tmp").iterdir())
+    assert (await applicant.get(draft.application_id)).version == draft.version
+
+
+async def test_the_same_bytes_twice_are_stored_once_and_nothing_is_left_in_tmp(platform, applicant):
+    draft = await applicant.draft()
+    photo = jpeg_bytes(gps=True, size=(320, 240))
+    first = await applicant.upload(draft.application_id, photo)
+    path = blob_path(platform, first.attachment)
+    inode = path.stat().st_ino
+    second = await applicant.upload(draft.application_id, photo, slot="other")
+    assert first.attachment.sha256 == second.attachment.sha256
+    assert first.attachment.attachment_id != second.attachment.attachment_id
+    assert path.stat().st_ino == inode  # the stored file stayed; the second copy was discarded
+    sha = first.attachment.sha256
+    assert await stored(platform) == (2, [f"{sha[:2]}/{sha[2:4]}/{sha}"])
+    assert not any((platform.settings.blob_dir / "tmp").iterdir())
