@@ -84,7 +84,8 @@ async def start(settings: Settings, *, clock: Clock | None = None, port: int | N
                 mtls_port: int | None = None) -> RunningServer:
     """Open storage, build every area, bind, start. `port=0` picks free ports for both listeners (tests)."""
     clock = clock or SystemClock()
-    db = await Database(settings.db_path, read_connections=settings.read_connections).open()
+    db = await Database(settings.db_path, read_connections=settings.read_connections,
+                        synchronous=settings.db_synchronous).open()
     platform = Platform(settings=settings, clock=clock, db=db)
     modules = area_modules()
     for module in modules:

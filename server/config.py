@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     notification_fanout_chunk: int = Field(default=10_000, ge=1)
     notification_poll_ms: float = Field(default=200.0, gt=0)
     read_connections: int = 4
+    # SQLite's sync at COMMIT: NORMAL (the default) survives a killed process; FULL also survives
+    # an OS crash or power loss, for one fsync per commit (per batch where commits are grouped).
+    db_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     log_level: str = "INFO"
 
     @classmethod

@@ -41,9 +41,10 @@ CHECKPOINT_EVERY_S = 1.0
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA foreign_keys=ON",
-    # NORMAL in WAL mode survives a process crash (SIGKILL); only an OS crash could lose the tail.
-    "PRAGMA synchronous=NORMAL",
 )
+# NORMAL in WAL mode survives a process crash (SIGKILL); an OS crash or power loss could lose the
+# last commits. FULL syncs the WAL at every COMMIT (group commit shares that sync per batch).
+SYNCHRONOUS = ("NORMAL", "FULL")
 
 
 @dataclass(frozen=True)
@@ -192,9 +193,12 @@ class Database:
     one snapshot at a time (a pool).
     """
 
-    def __init__(self, path: Path, *, read_connections: int = 4) -> None:
+    def __init__(self, path: Path, *, read_connections: int = 4, synchronous: str = "NORMAL") -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS}")
         self.path = Path(path)
         self._read_connections = read_connections
+        self._synchronous = synchronous
         self._writer: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._readers: asyncio.Queue[sqlite3.Connection] = asyncio.Queue()
@@ -213,6 +217,7 @@ class Database:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # only while setting up
         for pragma in _PRAGMAS:
             conn.execute(pragma)
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
         if readonly:
             conn.execute("PRAGMA query_only=ON")
         else:

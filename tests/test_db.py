@@ -87,3 +87,21 @@ async def test_a_caller_cancelled_while_waiting_for_the_lock_leaves_the_writer_c
     finally:
         await holder.close()
         await waiter.close()
+
+
+@pytest.mark.parametrize("level,number", [("NORMAL", 1), ("FULL", 2)])
+async def test_the_sync_level_is_a_setting_on_every_connection(tmp_path, level, number):
+    from server.config import Settings
+
+    settings = Settings(data_dir=tmp_path, db_synchronous=level)
+    db = await Database(settings.db_path, synchronous=settings.db_synchronous).open()
+    try:
+        async with db.read() as tx:
+            assert await tx.scalar("PRAGMA synchronous") == number
+        async with db.write() as tx:
+            assert await tx.scalar("PRAGMA synchronous") == number
+        await _write_one(db, "131016")
+    finally:
+        await db.close()
+    with pytest.raises(ValueError, match="synchronous"):
+        Database(tmp_path / "x.db", synchronous="OFF")
