@@ -34,7 +34,8 @@ from server.errors import DomainError, FailedPrecondition, FieldViolation, Inval
 from server.ids import new_id
 from server.issuance import pdf, rules, store
 from server.groupcommit import GroupCommit
-from server.issuance.pdf import BlobStore, CertificateContent, Renderer, render
+from server.issuance.pdf import BlobStore, CertificateContent, render
+from server.issuance.pdf_workers import Renderer
 from server.issuance.rules import KioskSettings
 from server.platform import Platform
 
