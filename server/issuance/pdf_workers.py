@@ -85,6 +85,7 @@ class _Worker:
         self._sock = ours
         self._pending: deque[asyncio.Future] = deque()
         self._writer: asyncio.StreamWriter | None = None
+        self._opening: asyncio.Task | None = None  # one stream over the socket, whoever asks first
         self._reader_task: asyncio.Task | None = None
         self.alive = True
 
@@ -94,8 +95,9 @@ class _Worker:
 
     async def render(self, contents: list[CertificateContent]) -> tuple[list[tuple[bytes, str]], float]:
         if self._writer is None:
-            reader, self._writer = await asyncio.open_connection(sock=self._sock)
-            self._reader_task = asyncio.get_running_loop().create_task(self._read_answers(reader))
+            if self._opening is None:
+                self._opening = asyncio.get_running_loop().create_task(self._open())
+            await self._opening
         if not self.alive:
             raise WorkerLost("the PDF worker process has ended")
         future = asyncio.get_running_loop().create_future()
@@ -106,6 +108,10 @@ class _Worker:
         if not ok:
             raise answer
         return answer
+
+    async def _open(self) -> None:
+        reader, self._writer = await asyncio.open_connection(sock=self._sock)
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_answers(reader))
 
     async def _read_answers(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -126,6 +132,8 @@ class _Worker:
 
     def close(self) -> None:
         self.alive = False
+        if self._opening is not None:
+            self._opening.cancel()
         if self._reader_task is not None:
             self._reader_task.cancel()
         if self._writer is not None:

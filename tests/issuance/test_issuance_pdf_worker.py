@@ -106,3 +106,28 @@ def test_worker_exits_when_its_server_process_is_killed(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+async def test_many_first_requests_at_once_share_the_workers_one_stream(tmp_path):
+    """Fifty kiosks paying at once as the server starts: each request is answered with its own PDF,
+    the worker stays up, nothing is rendered inline (a stream opened per caller once mixed them)."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    from server.issuance.pdf import BlobStore, CertificateContent
+    from server.issuance.pdf_workers import Renderer
+
+    renderer = Renderer(BlobStore(tmp_path / "blobs"), 1)
+    renderer.start()
+    try:
+        contents = [CertificateContent("住民票の写し", "東京都千代田区", "千代田区長", f"131016-2026-{i:07d}",
+                                       f"CODE-{i:04d}-AAAA-BBBB", datetime(2026, 12, 3, tzinfo=timezone.utc))
+                    for i in range(50)]
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(renderer.render_and_store([c]) for c in contents)), 120)
+        assert renderer.offloaded and all(p.is_alive() for p in renderer.processes)
+        for content, [(data, sha)] in zip(contents, answers):
+            assert content.serial in pdf_text(data) and renderer.blobs.get(sha) == data
+    finally:
+        renderer.close()
+    assert not renderer.offloaded
