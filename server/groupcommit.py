@@ -5,7 +5,9 @@ database's writer is its own (so work that arrived while the writer was busy joi
 it one after another in ONE `db.write()` transaction, each inside its own SAVEPOINT:
 
 - a unit that raises rolls back to its savepoint only (nothing it wrote survives) and its caller
-  gets the exception; the other units of the batch go on;
+  gets the exception; the other units of the batch go on; a unit that wants to store something
+  after undoing its work (a refusal) calls `undo(tx)` and goes on, instead of opening a savepoint
+  of its own (two statements more per unit);
 - every answer is released only after COMMIT returned, so nobody is told of something a crash
   could still lose; if the transaction itself fails, every unit of the batch gets UNAVAILABLE with
   the owner's reason and nothing of the batch is stored (the caller retries with the same
@@ -120,6 +122,12 @@ class GroupCommit:
                 future.set_result(answer)
             else:
                 future.set_exception(error)
+
+    async def undo(self, tx: Tx) -> None:
+        """Inside a unit (of a group with savepoints): undo everything the unit has written so far;
+        the unit goes on, and what it writes afterwards is kept."""
+        assert self._savepoints, "units without savepoints isolate themselves"
+        await tx.execute("ROLLBACK TO unit")
 
     async def _isolated(self, tx: Tx, fn: Unit) -> tuple[Any, BaseException | None]:
         """`fn(tx)` inside its own savepoint: (answer, None), or (None, error) with its writes undone."""

@@ -81,6 +81,22 @@ async def test_a_failing_step_rolls_back_alone(db):
     assert await stored(db) == ["a", "b"]  # nothing of the failed steps, all of the others
 
 
+async def test_a_unit_can_undo_its_writes_and_store_something_else(db):
+    """What a kiosk step does when its work is refused: undo the work, store the refusal."""
+    committer = StepCommitter(db)
+
+    async def undoes_then_writes(tx):
+        await tx.execute("INSERT INTO rows (id) VALUES ('work')")
+        await committer.undo(tx)
+        await tx.execute("INSERT INTO rows (id) VALUES ('refusal')")
+        return "refused"
+
+    results = await asyncio.gather(committer.run(insert("a")), committer.run(undoes_then_writes),
+                                   committer.run(insert("b")))
+    assert results == ["a", "refused", "b"] and committer.batches == 1
+    assert await stored(db) == ["a", "b", "refusal"]  # the units before and after it keep theirs
+
+
 async def test_no_answer_before_commit_and_a_failed_commit_stores_nothing(db):
     """A deferred foreign key fails at COMMIT: every step of that batch is told to send again
     (UNAVAILABLE), none is answered as done, and nothing of the batch is stored."""

@@ -11,15 +11,11 @@ bytes with one translate per row.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
-import logging
-import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +31,6 @@ from reportlab.pdfgen import canvas
 
 from server.clock import JST
 
-log = logging.getLogger("onestop.issuance.pdf")
 FONT = "HeiseiMin-W3"
 # Streams are Flate-compressed binary; the ASCII85 pass over them (reportlab's default) only makes
 # them a quarter larger and costs time. The server renders nothing else with reportlab.
@@ -74,7 +69,7 @@ class _JapaneseFont(UnicodeCIDFont):
         doc.fontMapping[self.name] = "/" + internal_name
 
 
-def _ensure_font() -> None:
+def ensure_font() -> None:
     global _font_ready
     if _font_ready:
         return
@@ -143,7 +138,7 @@ COPY_WARNING_ROWS = 13
 
 
 def _render(c: CertificateContent) -> bytes:
-    _ensure_font()
+    ensure_font()
     out = io.BytesIO()
     pdf = canvas.Canvas(out, pagesize=A4, pageCompression=1, initialFontName=FONT)
     pdf.setTitle(c.title)
@@ -251,101 +246,3 @@ class BlobStore:
 
     def get(self, sha: str) -> bytes:
         return self.path(sha).read_bytes()
-
-
-def _render_and_store(root: str, contents: list[CertificateContent]) -> tuple[list[tuple[bytes, str]], float]:
-    """In a worker process: render each certificate and store it in the blob store; returns
-    [(pdf, sha256)] and the CPU seconds the rendering took (counted by the server's RenderStats)."""
-    blobs = BlobStore(Path(root))
-    started = time.thread_time()
-    pdfs = [_render(content) for content in contents]
-    seconds = time.thread_time() - started
-    return [(data, blobs.put(data)) for data in pdfs], seconds
-
-
-def _warm_up() -> None:
-    _ensure_font()
-
-
-def _worker_started(server_pid: int) -> None:
-    """In each worker process: exit when the server process is gone. A server killed outright
-    (SIGKILL, a crash) never shuts its pool down, and a worker would otherwise wait on its queue
-    forever."""
-
-    def watch() -> None:
-        while os.getppid() == server_pid:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="server-watch", daemon=True).start()
-
-
-class Renderer:
-    """Renders certificates and stores them, in `workers` worker processes (the machine's other
-    cores: rendering then leaves the event loop's thread free) or, with 0, inline.
-
-    The worker processes are started (with "spawn": never forked from a process running gRPC's
-    threads) by `start()`, which the kiosk desk calls when the first kiosk connects, so they have
-    warmed up (imports, font) by the time its first payment comes. A pool that breaks (a worker
-    killed) is dropped and rendering goes on inline until a kiosk connecting after a pause (which
-    doubles with each breakage: RESTART_AFTER_S, up to RESTART_AFTER_MAX_S) starts a new pool."""
-
-    RESTART_AFTER_S = 5.0
-    RESTART_AFTER_MAX_S = 300.0
-
-    def __init__(self, blobs: BlobStore, workers: int) -> None:
-        self.blobs = blobs
-        self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
-        self._started = False
-        self._restart_at: float | None = None
-        self._pause = self.RESTART_AFTER_S
-        self.restarts = 0
-
-    def start(self) -> None:
-        """Start the worker processes once; later calls restart a broken pool once its pause passed."""
-        if self.workers > 0 and not self._started:
-            self._started = True
-            self._spawn()
-        elif self._pool is None and self._restart_at is not None and time.monotonic() >= self._restart_at:
-            self._restart_at = None
-            self.restarts += 1
-            log.info("PDF worker processes restarted", extra={"restarts": self.restarts})
-            self._spawn()
-
-    def _spawn(self) -> None:
-        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_worker_started, initargs=(os.getpid(),))
-        self._pool.submit(_warm_up)
-
-    @property
-    def offloaded(self) -> bool:
-        return self._pool is not None
-
-    async def render_and_store(self, contents: list[CertificateContent]) -> list[tuple[bytes, str]]:
-        """[(pdf, sha256)] for each content, each stored in the blob store."""
-        if self._pool is not None:
-            try:
-                copies, seconds = await asyncio.get_running_loop().run_in_executor(
-                    self._pool, _render_and_store, str(self.blobs.root), contents)
-            except BrokenExecutor:
-                log.warning("PDF worker process lost; rendering inline for now",
-                            extra={"restart_in_s": self._pause})
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
-                self._restart_at = time.monotonic() + self._pause
-                self._pause = min(self._pause * 2, self.RESTART_AFTER_MAX_S)
-            else:
-                for _ in contents:
-                    STATS.add(seconds / len(contents))
-                return copies
-        copies = []
-        for content in contents:
-            data = render(content)
-            copies.append((data, self.blobs.put(data)))
-        return copies
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None

@@ -79,6 +79,22 @@ async def step(tx: Tx, kiosk_id: str, ktid: str, step_id: str) -> sqlite3.Row | 
     )
 
 
+async def step_and_transaction(tx: Tx, kiosk_id: str, ktid: str, step_id: str) -> tuple[sqlite3.Row | None, dict | None]:
+    """(the step's stored answer, the kiosk transaction as a dict), by one statement where the
+    transaction exists (every step but a begin); a step can be stored without one (a refused begin)."""
+    row = await tx.one(
+        "SELECT t.*, s.request_digest AS step_request_digest, s.response AS step_response"
+        " FROM kiosk_transactions t LEFT JOIN kiosk_steps s ON s.kiosk_id = t.kiosk_id"
+        " AND s.kiosk_transaction_id = t.kiosk_transaction_id AND s.step_id = ?"
+        " WHERE t.kiosk_id = ? AND t.kiosk_transaction_id = ?", (step_id, kiosk_id, ktid),
+    )
+    if row is None:
+        return await step(tx, kiosk_id, ktid, step_id), None
+    txn = dict(row)
+    digest, response = txn.pop("step_request_digest"), txn.pop("step_response")
+    return (None if digest is None else {"request_digest": digest, "response": response}), txn
+
+
 async def step_now(db: Database, kiosk_id: str, ktid: str, step_id: str) -> sqlite3.Row | None:
     """The stored answer of a step, by one point lookup outside any transaction (the pre-check of
     steps that act before their write transaction; that transaction checks again)."""
@@ -136,12 +152,10 @@ async def expired_transactions(tx: Tx, now_ms: int, open_states: tuple[str, ...]
 
 
 async def next_serial(tx: Tx, lgcode: str, year: int) -> int:
-    await tx.execute(
-        "INSERT INTO issuance_serials (municipality_code, year, last_no) VALUES (?, ?, 1)"
-        " ON CONFLICT(municipality_code, year) DO UPDATE SET last_no = last_no + 1", (lgcode, year),
-    )
     return int(await tx.scalar(
-        "SELECT last_no FROM issuance_serials WHERE municipality_code = ? AND year = ?", (lgcode, year)
+        "INSERT INTO issuance_serials (municipality_code, year, last_no) VALUES (?, ?, 1)"
+        " ON CONFLICT(municipality_code, year) DO UPDATE SET last_no = last_no + 1 RETURNING last_no",
+        (lgcode, year),
     ))
 
 

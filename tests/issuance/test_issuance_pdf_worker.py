@@ -30,7 +30,7 @@ async def test_documents_rendered_in_the_worker_process(served):
     result = await kiosk(served, "k-w").transact(card, "1234", order(copies=2))
     assert result.ok, result.refusal
     assert desk.renderer.offloaded
-    workers = list(desk.renderer._pool._processes.values())
+    workers = desk.renderer.processes
     assert len(workers) == 1 and workers[0].pid != os.getpid() and workers[0].is_alive()
     for doc in result.documents:
         text = pdf_text(doc.pdf)
@@ -46,7 +46,7 @@ async def test_a_lost_worker_falls_back_to_inline_rendering(served):
     desk = served.server.platform.services["kiosk_desk"]
     first = await kiosk(served, "k-a").transact(card, "1234", order())
     assert first.ok and desk.renderer.offloaded
-    for process in list(desk.renderer._pool._processes.values()):
+    for process in desk.renderer.processes:
         os.kill(process.pid, signal.SIGKILL)
         process.join(10)
     second = await kiosk(served, "k-b").transact(card, "1234", order())
@@ -75,14 +75,20 @@ def test_worker_exits_when_its_server_process_is_killed(tmp_path):
 
     script = tmp_path / "server_like.py"
     script.write_text(
-        "import os, sys\n"
-        "from server.issuance.pdf import BlobStore, Renderer\n"
-        "if __name__ == '__main__':\n"
+        "import asyncio, sys\n"
+        "from datetime import datetime, timezone\n"
+        "from server.issuance.pdf import BlobStore, CertificateContent\n"
+        "from server.issuance.pdf_workers import Renderer\n"
+        "async def main():\n"
         "    renderer = Renderer(BlobStore(sys.argv[1]), 1)\n"
         "    renderer.start()\n"
-        "    renderer._pool.submit(os.getpid).result(timeout=60)\n"
-        "    print(*[p.pid for p in renderer._pool._processes.values()], flush=True)\n"
-        "    sys.stdin.read()\n")
+        "    content = CertificateContent('t', 'm', 'l', 's', 'c', datetime.now(timezone.utc))\n"
+        "    await asyncio.wait_for(renderer.render_and_store([content]), 60)\n"
+        "    assert renderer.offloaded\n"
+        "    print(*[p.pid for p in renderer.processes], flush=True)\n"
+        "    sys.stdin.read()\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n")
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": f"{repo / 'gen'}:{repo}"}
     parent = subprocess.Popen([sys.executable, str(script), str(tmp_path / "blobs")], stdin=subprocess.PIPE,
@@ -100,3 +106,28 @@ def test_worker_exits_when_its_server_process_is_killed(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+async def test_many_first_requests_at_once_share_the_workers_one_stream(tmp_path):
+    """Fifty kiosks paying at once as the server starts: each request is answered with its own PDF,
+    the worker stays up, nothing is rendered inline (a stream opened per caller once mixed them)."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    from server.issuance.pdf import BlobStore, CertificateContent
+    from server.issuance.pdf_workers import Renderer
+
+    renderer = Renderer(BlobStore(tmp_path / "blobs"), 1)
+    renderer.start()
+    try:
+        contents = [CertificateContent("住民票の写し", "東京都千代田区", "千代田区長", f"131016-2026-{i:07d}",
+                                       f"CODE-{i:04d}-AAAA-BBBB", datetime(2026, 12, 3, tzinfo=timezone.utc))
+                    for i in range(50)]
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(renderer.render_and_store([c]) for c in contents)), 120)
+        assert renderer.offloaded and all(p.is_alive() for p in renderer.processes)
+        for content, [(data, sha)] in zip(contents, answers):
+            assert content.serial in pdf_text(data) and renderer.blobs.get(sha) == data
+    finally:
+        renderer.close()
+    assert not renderer.offloaded

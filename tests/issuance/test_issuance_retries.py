@@ -110,6 +110,21 @@ async def test_abandoned_transaction_expires_and_leaves_nothing_charged(platform
     assert verified.status == pb.VERIFICATION_STATUS_VOIDED
 
 
+async def test_finish_voids_copies_never_reported_printed(platform):
+    _, card = await add_resident(platform, holder())
+    steps = Steps(kiosk(platform, "k-1"))
+    await steps.sign_in(card)
+    await steps.send(order=order(copies=2))
+    await steps.send(payment_confirmed=pb.PaymentConfirmed(amount_yen=600))
+    await steps.send(print_result=pb.PrintResult(copy_no=1, outcome=PRINTED))
+    receipt = (await steps.send("fin", finish=pb.Finish())).receipt
+    assert (receipt.copies_printed, receipt.copies_voided, receipt.total_yen) == (1, 1, 300)
+    assert await money(platform) == {"documents": {"printed": 1, "voided": 1},
+                                     "charges": {"posted": (1, 300), "voided": (1, 300)}, "fee_lines": (1, 123)}
+    again = await steps.send("fin", finish=pb.Finish())
+    assert again.replayed and again.receipt == receipt
+
+
 async def test_cancel_voids_unprinted_copies(platform):
     _, card = await add_resident(platform, holder())
     steps = Steps(kiosk(platform, "k-1"))
@@ -205,6 +220,8 @@ async def test_kiosk_certificate_must_name_its_kind(platform):
     assert reason(await no_lg.send(begin=pb.Begin())) == "KIOSK_CERTIFICATE_INCOMPLETE"
     odd = Steps(kiosk(platform, "k-odd", kind="vending_machine"), "t-1")
     assert reason(await odd.send(begin=pb.Begin())) == "KIOSK_CERTIFICATE_INCOMPLETE"
+    again = await no_lg.send("x1", begin=pb.Begin())  # resent: its stored refusal, no transaction begun
+    assert reason(again) == "KIOSK_CERTIFICATE_INCOMPLETE" and again.replayed
     post = Steps(kiosk(platform, "k-post", kind="post_office"), "t-1")
     assert (await post.send(begin=pb.Begin())).WhichOneof("result") == "challenge"
     async with platform.db.read() as tx:

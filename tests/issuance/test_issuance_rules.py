@@ -58,6 +58,11 @@ def test_settings_round_trip_and_validation():
 def test_verification_codes():
     code = new_verification_code()
     assert len(code) == 19 and code.count("-") == 3
+    codes = {new_verification_code() for _ in range(2000)}
+    assert len(codes) == 2000  # 80 random bits each
+    letters = "".join(codes).replace("-", "")
+    assert set(letters) == set("23456789ABCDEFGHJKLMNPQRSTUVWXYZ")  # every letter of the alphabet, no other
+    assert all(letters[i::16].count("2") > 0 for i in range(16))  # each position draws from all of it
     assert normalise_code(code.lower().replace("-", " ")) == code
     assert rules.to_wareki(date(2019, 5, 1)) == "令和元年5月1日"
     assert rules.to_wareki(date(1990, 4, 10)) == "平成2年4月10日"
