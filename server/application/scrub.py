@@ -310,7 +310,6 @@ def scrub_pdf(data: bytes) -> bytes:
 
     from pypdf import PdfReader, PdfWriter
     from pypdf.errors import DeprecationError, PyPdfError
-    from pypdf.generic import NameObject
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # a repaired xref is not worth a log line per upload
     try:

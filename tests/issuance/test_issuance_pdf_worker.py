@@ -9,7 +9,6 @@ import signal
 
 import pytest
 
-from onestop.issuance.v1 import issuance_pb2 as pb
 
 from server.issuance.pdf import STATS
 from server.testing import holder, run_platform
