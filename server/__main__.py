@@ -30,7 +30,10 @@ def _banner(settings: Settings, port: int, mtls_port: int, gateway: bool, notes:
     lines += [
         "",
         "Try it (from another shell, in this folder):",
-        f"  PYTHONPATH=gen:. .venv/bin/python -m clients.signin --card {pki / 'cards' / 'yamada-hanako.json'} --pin 1234",
+        f"  PYTHONPATH=gen:. .venv/bin/python -m clients.signin --target {settings.grpc_host}:{port} "
+        f"--ca {pki / 'ca.pem'} --card {pki / 'cards' / 'yamada-hanako.json'} --pin 1234",
+        f"  PYTHONPATH=gen:. .venv/bin/python -m clients.kiosk transact --target {settings.grpc_host}:{mtls_port} "
+        f"--pki {pki} --card {pki / 'cards' / 'yamada-hanako.json'} --pin 1234   # a convenience-store kiosk",
         f"  .venv/bin/python -m mobile_stub --base-url http://{settings.http_host}:{settings.http_port} "
         f"--card {pki / 'cards' / 'yamada-hanako.json'}   # a phone applies for 児童手当",
         f"  PYTHONPATH=gen:. .venv/bin/python -m clients.staff --target {settings.grpc_host}:{mtls_port} "

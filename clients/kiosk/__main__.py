@@ -2,7 +2,7 @@
 
 Example (development PKI under var/pki, a card file made with `python -m clients.pki`):
 
-    python -m clients.kiosk transact --card var/cards/hanako.json --pin 1234 \
+    python -m clients.kiosk transact --card var/pki/cards/yamada-hanako.json --pin 1234 \
         --type resident_record --copies 2 --out /tmp/certs
 """
 
@@ -16,6 +16,7 @@ import grpc
 import uvloop
 from grpc import aio
 
+from clients.connect import describe
 from clients.kiosk import Kiosk, Network, Printer, pb
 from clients.pki.card import SoftwareCard
 
@@ -38,8 +39,10 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--target", default="127.0.0.1:50051", show_default=True, help="server address(es), comma-separated")
-@click.option("--pki-dir", type=click.Path(path_type=Path), default=Path("var/pki"), show_default=True)
+@click.option("--target", default="127.0.0.1:50052", show_default=True,
+              help="the mTLS listener(s), comma-separated (a kiosk is a machine principal)")
+@click.option("--pki", "--pki-dir", "pki_dir", type=click.Path(path_type=Path), default=Path("var/pki"),
+              show_default=True)
 @click.option("--kiosk-id", default="kiosk-cli", show_default=True)
 @click.option("--operator", default="seven", show_default=True, help="store operator")
 @click.option("--kind", type=click.Choice(["convenience_store", "post_office", "city_hall"]),
@@ -47,8 +50,9 @@ def main() -> None:
 @click.option("--lg", default=None, help="lgcode of the hall, for city_hall kiosks")
 @click.option("--card", "card_path", type=click.Path(exists=True, path_type=Path), required=True)
 @click.option("--pin", prompt=True, hide_input=True)
-@click.option("--type", "certificate_type", type=click.Choice(sorted(TYPES)), default="resident_record")
-@click.option("--copies", type=click.IntRange(1, 10), default=1)
+@click.option("--type", "certificate_type", type=click.Choice(sorted(TYPES)), default="resident_record",
+              show_default=True)
+@click.option("--copies", type=click.IntRange(1, 10), default=1, show_default=True)
 @click.option("--subject", default="", help="resident id of a household member (住民票 only)")
 @click.option("--jam", type=click.FloatRange(0, 1), default=0.0, help="printer failure probability")
 @click.option("--printer-delay", type=float, default=0.0, help="seconds per copy")
@@ -85,7 +89,11 @@ def transact(target, pki_dir, kiosk_id, operator, kind, lg, card_path, pin, cert
             "reconnects": kiosk.reconnects,
         }
 
-    click.echo(json.dumps(uvloop.run(run()), ensure_ascii=False, indent=2))
+    try:
+        summary = uvloop.run(run())
+    except grpc.RpcError as error:  # a refusal as one readable line, not a traceback
+        raise click.ClickException(describe(error)) from None
+    click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import multiprocessing
 import pickle
+import signal
 import socket
 import struct
 import time
@@ -52,6 +53,9 @@ def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
 
 def serve(sock: socket.socket, blob_dir: str) -> None:
     """A worker process's life: answer requests on `sock` until the server closes it (or dies)."""
+    # Ctrl-C reaches the whole process group: the server decides when to stop, and its closing the
+    # socket (or dying) ends the worker, quietly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     ensure_font()
     blobs = BlobStore(Path(blob_dir))
     with sock:
