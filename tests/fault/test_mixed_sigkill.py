@@ -236,10 +236,13 @@ async def test_sigkill_under_mixed_load_keeps_every_invariant(tmp_path):
                                                chunk=UPLOAD_CHUNK)
                     try:
                         if len(mine) == 2:
+                            # Not counted from here on: the kill may land after the removal commits
+                            # and before its answer arrives.
+                            uploaded.discard(mine[0])
                             await stub.RemoveAttachment(apb.RemoveAttachmentRequest(
                                 request_id=new_id("rq"), application_id=people[n].application_id,
                                 attachment_id=mine[0]), metadata=md, timeout=10)
-                            uploaded.discard(mine.pop(0))
+                            mine.pop(0)
                         reply = await stream_upload(stub, messages, metadata=md)
                     except grpc.aio.AioRpcError as error:
                         assert killed.is_set(), f"an upload failed before the kill: {error.code()} {error.details()}"
