@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     # attachment names) once older than the age (far longer than an upload in progress is idle).
     upload_leftovers_interval_seconds: float = Field(default=3600.0, gt=0)
     upload_leftover_age_seconds: float = Field(default=3600.0, ge=0)
+    # The longest an attachment upload may take (UPLOAD_TOO_SLOW after): keep it below the age above.
+    upload_max_seconds: float = Field(default=1200.0, gt=0)
     # Kiosk certificate PDFs: worker processes that render them (the second core); 0 = on the loop.
     pdf_workers: int = Field(default=1, ge=0)
     # Benchmark instrumentation: a file the server keeps "<PDF CPU seconds> <count>" in.

@@ -22,7 +22,8 @@ from server.application.catalogue import CONTENT_TYPES, Field, Notice, Procedure
 from server.authz import ANYONE, RESIDENT, Machine, either, machine
 from server.clock import to_epoch_ms
 from server.convert import ts_ms
-from server.errors import DomainError, FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from server.errors import (DeadlineExceeded, DomainError, FieldViolation, InvalidArgument, NotFound,
+                           ResourceExhausted, Unavailable)
 from server.idempotency import check_request_id, run_once
 from server.pagination import decode_token, encode_token, page_size
 from server.platform import Platform
@@ -373,11 +374,23 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
         async with self._p.db.read() as tx:
             await self._apps.check_upload(tx, principal, meta.application_id, meta.slot, declared, meta.declared_size)
         limit = self._p.settings.attachment_max_bytes
+        # An upload may last so long: less than the age at which the leftovers sweep takes a
+        # temporary file for a dead server's (settings), so a file it removes is never one that
+        # could still be stored.
+        max_seconds = self._p.settings.upload_max_seconds
+        deadline_ms = to_epoch_ms(self._p.clock.now()) + int(max_seconds * 1000)
+
+        def in_time() -> None:
+            if to_epoch_ms(self._p.clock.now()) > deadline_ms:
+                raise DeadlineExceeded("UPLOAD_TOO_SLOW", f"the upload took longer than the server allows "
+                                       f"({max_seconds:g} s); send it again")
+
         incoming = IncomingFile(self._blobs, declared)
         stored_sha: list[str] = []
         try:
             received = 0
             async for message in stream:
+                in_time()
                 if message.WhichOneof("part") != "chunk":
                     raise InvalidArgument.field("metadata", "only once, in the first message")
                 chunk = message.chunk
@@ -389,6 +402,7 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
                     raise InvalidArgument.field("metadata.declared_size", "more bytes arrived than declared",
                                                 reason="SIZE_MISMATCH")
                 await incoming.write(chunk)
+            in_time()
             head = incoming.head
             if received != meta.declared_size:
                 raise InvalidArgument.field("metadata.declared_size",

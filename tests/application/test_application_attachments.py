@@ -423,3 +423,28 @@ async def test_the_same_bytes_twice_are_stored_once_and_nothing_is_left_in_tmp(p
     sha = first.attachment.sha256
     assert await stored(platform) == (2, [f"{sha[:2]}/{sha[2:4]}/{sha}"])
     assert not any((platform.settings.blob_dir / "tmp").iterdir())
+
+
+async def test_an_upload_that_outlasts_its_time_is_refused_and_leaves_nothing(platform, applicant):
+    """A stream may last settings.upload_max_seconds (the leftovers sweep only takes older files)."""
+    assert platform.settings.upload_max_seconds < platform.settings.upload_leftover_age_seconds
+    draft = await applicant.draft()
+    photo = jpeg_bytes(gps=True, size=(640, 480))
+    messages = list(upload_messages(draft.application_id, photo, chunk=len(photo) // 2 + 1))
+    call = applicant.stub.UploadAttachment(metadata=applicant.md)
+    await call.write(messages[0])
+    await call.write(messages[1])
+    tmp = BlobStore(platform.settings.blob_dir).tmp
+    for _ in range(500):  # until the server has begun writing the file (bounded: 5 s)
+        if any(tmp.iterdir()):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the first chunk never reached the disk")
+    platform.clock.advance(seconds=platform.settings.upload_max_seconds + 1)  # the client stalls
+    await call.write(messages[2])
+    await call.done_writing()
+    code, reason, _ = await refused(call)
+    assert (code, reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "UPLOAD_TOO_SLOW")
+    assert await stored(platform) == (0, [])
+    assert list(BlobStore(platform.settings.blob_dir).tmp.iterdir()) == []
