@@ -60,8 +60,11 @@ def serve(sock: socket.socket, blob_dir: str) -> None:
     blobs = BlobStore(Path(blob_dir))
     with sock:
         while True:
-            header = _read_exactly(sock, _LENGTH.size)
-            body = header and _read_exactly(sock, _LENGTH.unpack(header)[0])
+            try:
+                header = _read_exactly(sock, _LENGTH.size)
+                body = header and _read_exactly(sock, _LENGTH.unpack(header)[0])
+            except ConnectionResetError:
+                return
             if not body:
                 return
             contents: list[CertificateContent] = pickle.loads(body)
@@ -73,7 +76,10 @@ def serve(sock: socket.socket, blob_dir: str) -> None:
             except Exception as error:  # the server raises it for the step that asked
                 answer = (False, error)
             data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-            sock.sendall(_LENGTH.pack(len(data)) + data)
+            try:
+                sock.sendall(_LENGTH.pack(len(data)) + data)
+            except (BrokenPipeError, ConnectionResetError):  # the server is gone: so is its worker
+                return
 
 
 class _Worker:
