@@ -85,7 +85,7 @@ def run(no_gateway: bool) -> None:
     """Bootstrap (PKI, municipalities, demo residents) and serve gRPC and the gateway."""
     settings = Settings()
     logs.setup(settings.log_level)
-    uvloop.run(_run(settings, not no_gateway))
+    _serving(_run(settings, not no_gateway))
 
 
 @cli.command()
@@ -93,7 +93,14 @@ def serve() -> None:
     """Serve gRPC only on an existing data directory (exit 0 after a graceful SIGTERM)."""
     settings = Settings()
     logs.setup(settings.log_level)
-    uvloop.run(app.serve(settings))
+    _serving(app.serve(settings))
+
+
+def _serving(main) -> None:
+    try:
+        uvloop.run(main)
+    except app.PortTaken as taken:  # one line, not a traceback
+        raise click.ClickException(str(taken)) from None
 
 
 if __name__ == "__main__":

@@ -80,6 +80,10 @@ def _credentials(settings: Settings, *, client_certificates: bool) -> grpc.Serve
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca, require_client_auth=True)
 
 
+class PortTaken(RuntimeError):
+    """A listener's address is in use."""
+
+
 async def start(settings: Settings, *, clock: Clock | None = None, port: int | None = None,
                 mtls_port: int | None = None) -> RunningServer:
     """Open storage, build every area, bind, start. `port=0` picks free ports for both listeners (tests)."""
@@ -120,8 +124,13 @@ async def start(settings: Settings, *, clock: Clock | None = None, port: int | N
     for number, client_certificates in ((public_port, False), (mtls_port, True)):
         address = f"{settings.grpc_host}:{number}"
         credentials = _credentials(settings, client_certificates=client_certificates)
-        bound_ports.append(server.add_secure_port(address, credentials) if credentials
-                           else server.add_insecure_port(address))
+        try:
+            bound_ports.append(server.add_secure_port(address, credentials) if credentials
+                               else server.add_insecure_port(address))
+        except RuntimeError:  # grpc's "Failed to bind": say which setting chooses another port
+            await db.close()
+            raise PortTaken(f"cannot listen on {address}: the port is in use (another server?); "
+                            "ONESTOP_GRPC_PORT and ONESTOP_GRPC_MTLS_PORT choose others") from None
     bound, bound_mtls = bound_ports
     await server.start()
     for name in names:

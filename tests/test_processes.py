@@ -114,3 +114,20 @@ async def test_sigterm_drains_in_flight_calls_and_exits_zero(shared_dir):
     finally:
         if server.process.poll() is None:
             server.kill()
+
+
+async def test_a_port_in_use_is_one_clear_error(tmp_path):
+    import socket
+
+    from server import app
+    from server.config import Settings
+    from server.testing import make_pki
+
+    make_pki(tmp_path / "data" / "pki")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        settings = Settings(data_dir=tmp_path / "data", grpc_port=port, timers=False)
+        with pytest.raises(app.PortTaken, match=f"127.0.0.1:{port}.*ONESTOP_GRPC_PORT"):
+            await app.start(settings)
