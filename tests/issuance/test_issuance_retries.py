@@ -110,32 +110,35 @@ async def test_abandoned_transaction_expires_and_leaves_nothing_charged(platform
     assert verified.status == pb.VERIFICATION_STATUS_VOIDED
 
 
-async def test_finish_voids_copies_never_reported_printed(platform):
+ONE_OF_TWO_VOIDED = {"documents": {"printed": 1, "voided": 1},
+                     "charges": {"posted": (1, 300), "voided": (1, 300)}, "fee_lines": (1, 123)}
+
+
+async def _two_paid_one_printed(platform) -> Steps:
+    """A transaction with two copies paid for, of which only the first was reported printed."""
     _, card = await add_resident(platform, holder())
     steps = Steps(kiosk(platform, "k-1"))
     await steps.sign_in(card)
     await steps.send(order=order(copies=2))
     await steps.send(payment_confirmed=pb.PaymentConfirmed(amount_yen=600))
     await steps.send(print_result=pb.PrintResult(copy_no=1, outcome=PRINTED))
+    return steps
+
+
+async def test_finish_voids_copies_never_reported_printed(platform):
+    steps = await _two_paid_one_printed(platform)
     receipt = (await steps.send("fin", finish=pb.Finish())).receipt
     assert (receipt.copies_printed, receipt.copies_voided, receipt.total_yen) == (1, 1, 300)
-    assert await money(platform) == {"documents": {"printed": 1, "voided": 1},
-                                     "charges": {"posted": (1, 300), "voided": (1, 300)}, "fee_lines": (1, 123)}
+    assert await money(platform) == ONE_OF_TWO_VOIDED
     again = await steps.send("fin", finish=pb.Finish())
     assert again.replayed and again.receipt == receipt
 
 
 async def test_cancel_voids_unprinted_copies(platform):
-    _, card = await add_resident(platform, holder())
-    steps = Steps(kiosk(platform, "k-1"))
-    await steps.sign_in(card)
-    await steps.send(order=order(copies=2))
-    await steps.send(payment_confirmed=pb.PaymentConfirmed(amount_yen=600))
-    await steps.send(print_result=pb.PrintResult(copy_no=1, outcome=PRINTED))
+    steps = await _two_paid_one_printed(platform)
     voided = await steps.send(cancel=pb.Cancel())
     assert voided.voided.copies_voided == 1
-    assert await money(platform) == {"documents": {"printed": 1, "voided": 1},
-                                     "charges": {"posted": (1, 300), "voided": (1, 300)}, "fee_lines": (1, 123)}
+    assert await money(platform) == ONE_OF_TWO_VOIDED
 
 
 async def test_bad_input_and_wrong_order_of_steps(platform):
