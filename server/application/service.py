@@ -374,9 +374,8 @@ class ApplicationServicer(pb_grpc.ApplicationServiceServicer):
         async with self._p.db.read() as tx:
             await self._apps.check_upload(tx, principal, meta.application_id, meta.slot, declared, meta.declared_size)
         limit = self._p.settings.attachment_max_bytes
-        # An upload may last so long: less than the age at which the leftovers sweep takes a
-        # temporary file for a dead server's (settings), so a file it removes is never one that
-        # could still be stored.
+        # Bounded below the age at which the leftovers sweep deems a temporary file a dead server's
+        # (settings), so the sweep never removes a file that a live upload could still store.
         max_seconds = self._p.settings.upload_max_seconds
         deadline_ms = to_epoch_ms(self._p.clock.now()) + int(max_seconds * 1000)
 
